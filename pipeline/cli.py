@@ -104,7 +104,7 @@ def cmd_demo(args) -> int:
 def cmd_ingest(args, beam_argv: list) -> int:
     import apache_beam as beam  # pylint: disable=g-import-not-at-top
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
-    from components.image_example_gen import executor, ingest  # pylint: disable=g-import-not-at-top
+    from components.image_example_gen import ingest, report as report_lib  # pylint: disable=g-import-not-at-top
     from pipeline.config import load_config  # pylint: disable=g-import-not-at-top
 
     overrides = _parse_sets(args.set)
@@ -116,7 +116,7 @@ def cmd_ingest(args, beam_argv: list) -> int:
         _ = p | "IngestImages" >> ingest.IngestImages(
             ingest.IngestOptions.from_config(config), output)
     try:
-        report = executor.finish_output(output)
+        report = report_lib.finish_output(output)
     except RuntimeError as err:
         print(f"imgpipe: {err}", file=sys.stderr)
         return 1

@@ -29,3 +29,4 @@ REPORT_FILE = "ingest_report.json"
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
 TEST_SPLIT = "test"
+SPLITS = (TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT)  # the order splits are listed in

@@ -69,7 +69,7 @@ import apache_beam as beam
 from components.image_example_gen import image_probe, report, shards, sources
 from trainer_module import features
 
-SPLITS = (features.TRAIN_SPLIT, features.EVAL_SPLIT, features.TEST_SPLIT)
+SPLITS = features.SPLITS
 COMPRESSIONS = ("none", "gzip")
 UNSUPPORTED_POLICIES = ("reencode", "quarantine")
 MAX_FILE_BYTES = 1 << 30  # larger files are quarantined unread ("file_too_large")
@@ -174,9 +174,8 @@ def _read(path: str) -> tuple[Optional[bytes], Optional[dict]]:
     """(bytes, None) or (None, quarantine fields) for one file."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except tf.errors.NotFoundError as err:
+        data = sources.read_bytes(path, MAX_FILE_BYTES + 1)
+    except (FileNotFoundError, tf.errors.NotFoundError) as err:
         return None, {"reason": "missing_file", "detail": str(err)[:300]}
     except Exception as err:  # any filesystem error is this file's problem only
         return None, {"reason": "unreadable", "detail": f"{type(err).__name__}: {err}"[:300]}

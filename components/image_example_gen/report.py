@@ -33,6 +33,7 @@ from typing import Iterable
 
 import apache_beam as beam
 
+from components.image_example_gen import sources
 from trainer_module import features
 
 MAX_LISTED = 100_000  # per report list; beyond this only counts are kept
@@ -163,3 +164,40 @@ def write_labels(vocabulary: list, output_dir: str) -> None:
         raise RuntimeError(f"class names must be non-empty single lines; got {bad!r}")
     _write_text(posixpath.join(output_dir, features.LABELS_FILE),
                 "".join(name + "\n" for name in vocabulary))
+
+
+def check_report(report: dict) -> None:
+    """Raises RuntimeError (one line) when the ingested data cannot train a classifier."""
+    counts = report["counts"]
+    if counts["ingested"] == 0:
+        raise RuntimeError(
+            f"no images ingested from {report['data_root']}: {counts['found']} files found, "
+            f"{counts['quarantined']} quarantined, {counts['skipped']} skipped "
+            f"(see {features.REPORT_FILE}).")
+    with_images = [name for name, n in report["per_class"].items() if n]
+    if len(with_images) < 2:
+        raise RuntimeError(f"need at least 2 classes with images, found {len(with_images)} "
+                           f"({', '.join(with_images)}) in {report['data_root']}.")
+    for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
+        if not report["per_split"].get(split):
+            raise RuntimeError(
+                f"split '{split}' is empty: {counts['ingested']} images are too few for the "
+                f"split fractions, or the pre-split tree has no '{split}' folder.")
+
+
+def finish_output(output_dir: str) -> dict:
+    """Reads the report, removes shard folders of empty splits, validates; returns the report.
+
+    Raises:
+      RuntimeError: no report (the ingest did not finish) or unusable data (check_report).
+    """
+    path = posixpath.join(output_dir, features.REPORT_FILE)
+    if not sources.path_exists(path):
+        raise RuntimeError(f"no {features.REPORT_FILE} in {output_dir}: the ingest did not finish.")
+    report = json.loads(sources.read_bytes(path).decode("utf-8"))
+    for split in features.SPLITS:
+        split_dir = posixpath.join(output_dir, f"Split-{split}")
+        if not report["per_split"].get(split) and sources.path_exists(split_dir):
+            sources.remove_tree(split_dir)
+    check_report(report)
+    return report

@@ -18,8 +18,11 @@ writes NFD) with outer whitespace stripped; everything else is kept: spaces, CJK
 "猫"), punctuation. Label ids follow Python's `sorted()` of these names, i.e. code-point
 order (see ingest.py).
 
-Every path goes through `tf.io.gfile`, so any filesystem TensorFlow knows works: local,
-gs://, ram:// (used by the tests), and s3:// or hdfs:// with tensorflow-io installed.
+Every URL (`scheme://...`) goes through `tf.io.gfile`, so any filesystem TensorFlow knows
+works: gs://, ram:// (used by the tests), and s3:// or hdfs:// with tensorflow-io installed.
+Local paths use `os` directly, and TensorFlow is imported only on first use: the launcher
+of `imgpipe ingest` touches only the data root and the output folder, and importing
+TensorFlow there would add ~4 s to every run's start-up (BENCHMARKS.md, "Ingest").
 
 Listing runs on Beam workers (`ListImageFiles`): one DoFn lists only the top level (class or
 split/class folders), a Reshuffle spreads those folders over workers, and each folder is
@@ -36,11 +39,11 @@ import csv
 import hashlib
 import os
 import posixpath
+import shutil
 import unicodedata
 from typing import Iterable, Iterator, NamedTuple, Optional
 
 import apache_beam as beam
-import tensorflow as tf
 
 from trainer_module import features
 
@@ -80,6 +83,41 @@ def is_remote(path: str) -> bool:
     return "://" in path
 
 
+def gfile():
+    """`tf.io.gfile`, imported on first use (only URLs need it)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf.io.gfile
+
+
+def path_exists(path: str) -> bool:
+    return gfile().exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def path_isdir(path: str) -> bool:
+    return gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def read_bytes(path: str, limit: int = -1) -> bytes:
+    """Up to `limit` bytes of a file (all when -1).
+
+    Raises:
+      FileNotFoundError: no such file (tf.errors.NotFoundError for URLs).
+      OSError or tf.errors.OpError: any other filesystem error.
+    """
+    if is_remote(path):
+        with gfile().GFile(path, "rb") as f:
+            return f.read(limit)
+    with open(path, "rb") as f:
+        return f.read(limit)
+
+
+def remove_tree(path: str) -> None:
+    if is_remote(path):
+        gfile().rmtree(path)
+    else:
+        shutil.rmtree(path)
+
+
 def normalize_label(name: str) -> str:
     return unicodedata.normalize("NFC", name).strip()
 
@@ -103,9 +141,9 @@ def detect_layout(data_root: str, layout: str = "auto") -> str:
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: must be one of {', '.join(LAYOUTS)}.")
-    if not data_root or not tf.io.gfile.exists(data_root):
+    if not data_root or not path_exists(data_root):
         raise ValueError(f"data_root={data_root!r} does not exist.")
-    is_dir = tf.io.gfile.isdir(data_root)
+    is_dir = path_isdir(data_root)
     if layout != "auto":
         if (layout == "csv") == is_dir:
             raise ValueError(f"layout={layout!r} does not fit data_root={data_root!r} "
@@ -113,7 +151,7 @@ def detect_layout(data_root: str, layout: str = "auto") -> str:
         return layout
     if not is_dir:
         return "csv"
-    children = {c.rstrip("/").lower() for c in tf.io.gfile.listdir(data_root)}
+    children = {name.lower() for name, _, _ in _entries(data_root)}
     if "train" in children and children & {"validation", "val", "eval"}:
         return "pre_split"
     return "class_folders"
@@ -122,10 +160,10 @@ def detect_layout(data_root: str, layout: str = "auto") -> str:
 def _entries(top: str) -> Iterator[tuple[str, str, bool]]:
     """(name, path, is_dir) of one folder, sorted by name; symlinks are followed."""
     if is_remote(top):
-        for name in sorted(tf.io.gfile.listdir(top)):
+        for name in sorted(gfile().listdir(top)):
             clean = name.rstrip("/")
             path = posixpath.join(top, clean)
-            yield clean, path, name.endswith("/") or tf.io.gfile.isdir(path)
+            yield clean, path, name.endswith("/") or gfile().isdir(path)
     else:
         for entry in sorted(os.scandir(top), key=lambda e: e.name):
             yield entry.name, entry.path, entry.is_dir(follow_symlinks=True)
@@ -152,7 +190,7 @@ def _walk(top: str, rel: str, ancestors: frozenset) -> Iterator[tuple[str, str, 
             yield top, rel + "/", "symlink_loop"
             return
         entries = list(_entries(top))
-    except (OSError, tf.errors.OpError):
+    except Exception:  # any filesystem error (OSError, tf.errors.OpError): this folder's only
         yield top, rel + "/", "unreadable_folder"
         return
     inner = ancestors | {key} if key is not None else ancestors
@@ -181,23 +219,23 @@ def fingerprint(data_root: str) -> str:
     Raises:
       ValueError: data_root does not exist.
     """
-    if not data_root or not tf.io.gfile.exists(data_root):
+    if not data_root or not path_exists(data_root):
         raise ValueError(f"data_root={data_root!r} does not exist.")
     digest = hashlib.sha256()
-    if tf.io.gfile.isdir(data_root):
+    if path_isdir(data_root):
         for path, rel, reason in walk(data_root):
             try:
                 if is_remote(path):
-                    stat = tf.io.gfile.stat(path)
+                    stat = gfile().stat(path)
                     size, mtime = stat.length, stat.mtime_nsec
                 else:  # gfile's local stat has whole-second mtimes; os.stat has ns
                     stat = os.stat(path)
                     size, mtime = stat.st_size, stat.st_mtime_ns
                 digest.update(f"{rel}\0{reason}\0{size}\0{mtime}\n".encode())
-            except (OSError, tf.errors.OpError):
+            except Exception:  # any filesystem error; the hash then records the failure
                 digest.update(f"{rel}\0unreadable\n".encode("utf-8"))
     else:
-        with tf.io.gfile.GFile(data_root, "rb") as f:
+        with gfile().GFile(data_root, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -287,7 +325,7 @@ class _ReadManifest(beam.DoFn):
         manifest_dir = posixpath.dirname(manifest) if is_remote(manifest) else \
             os.path.dirname(os.path.abspath(manifest))
         name = posixpath.basename(manifest)
-        with tf.io.gfile.GFile(manifest, "rb") as f:
+        with gfile().GFile(manifest, "rb") as f:
             # Undecodable bytes become U+FFFD: the row is then reported, not the run failed.
             lines = (line.decode("utf-8-sig" if i == 0 else "utf-8", "replace")
                      for i, line in enumerate(f))
