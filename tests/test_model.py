@@ -104,8 +104,9 @@ def test_weights_from_a_file_local_and_remote_then_two_stage_unfreeze(tmp_path):
     remote = "ram://imgpipe_weights/efficientnetb3_notop.h5"
     tf.io.gfile.makedirs(os.path.dirname(remote))
     tf.io.gfile.copy(path, remote, overwrite=True)
-    local = model.resolve_weights(remote)
-    assert "://" not in local and os.path.exists(local)
+    with model.local_weights(remote) as local:
+        assert "://" not in local and os.path.exists(local)
+    assert not os.path.exists(os.path.dirname(local))  # the 44 MB copy does not pile up
     _, _, from_remote = model.build_model(2, image_size=S, weights=remote)
     for a, b in zip(from_remote.get_weights(), expected):
         np.testing.assert_array_equal(a, b)

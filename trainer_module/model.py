@@ -13,6 +13,7 @@ The backbone always runs with training=False, so BatchNorm statistics never move
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -36,32 +37,37 @@ IMAGENET_URL = "https://storage.googleapis.com/keras-applications/" + IMAGENET_F
 NETWORK_TIMEOUT_S = 5.0  # bounds the probe, and each socket operation of the download x6
 
 
-def resolve_weights(weights):
-    """Maps the `weights` setting to what tf_keras.applications accepts.
+@contextlib.contextmanager
+def local_weights(weights):
+    """Maps the `weights` setting to what tf_keras.applications accepts, for a `with` block.
 
     Args:
       weights: None/"none" (random init), "imagenet", or the path of an EfficientNetB3
         include_top=False weights file, local or on any tf.io.gfile filesystem (gs://...).
 
-    Returns:
-      None, "imagenet", or a local file path (remote files are copied to a temp dir).
+    Yields:
+      None, "imagenet", or a local file path. A remote file is copied to a temporary folder
+      that is deleted when the block ends (B3's file is 44 MB; every Trainer run makes one).
 
     Raises:
       ValueError: a path that does not exist.
     """
     if weights in (None, "", "none"):
-        return None
+        yield None
+        return
     if weights == "imagenet":
-        return "imagenet"
+        yield "imagenet"
+        return
     if not tf.io.gfile.exists(weights):
         raise ValueError(f"weights={weights!r}: no such file; use none, imagenet, or a path "
                          "to an EfficientNetB3 (include_top=False) weights file.")
-    if "://" in weights:
-        local = os.path.join(tempfile.mkdtemp(prefix="imgpipe_weights_"),
-                             os.path.basename(weights))
+    if "://" not in weights:
+        yield weights
+        return
+    with tempfile.TemporaryDirectory(prefix="imgpipe_weights_") as folder:
+        local = os.path.join(folder, os.path.basename(weights))
         tf.io.gfile.copy(weights, local, overwrite=True)
-        return local
-    return weights
+        yield local
 
 
 def _imagenet_cached() -> bool:
@@ -158,8 +164,8 @@ def build_model(num_classes: int, *, image_size: int = 300, weights="none",
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout}: must be in [0, 1).")
     skip_autograph_for_tf_keras()  # before anything traces the model (fit, export)
-    resolved = resolve_weights(weights)
-    backbone = _backbone(image_size, resolved)
+    with local_weights(weights) as resolved:
+        backbone = _backbone(image_size, resolved)
     backbone._name = BACKBONE_NAME  # pylint: disable=protected-access
     pretrained = resolved is not None
     backbone.trainable = not pretrained
