@@ -123,6 +123,13 @@ def _zoo(root) -> dict:
     expected[".hidden/"] = ("skipped", "hidden_or_system_file")
     add("README.md", b"# data\n", ("skipped", "not_in_class_folder"))
     os.makedirs(os.path.join(str(root), "empty_class"))
+    os.mkfifo(os.path.join(str(root), "cat", "pipe.jpg"))  # reading it must not hang
+    expected["cat/pipe.jpg"] = ("quarantined", "unreadable")
+    # Names that are not valid UTF-8 (Latin-1, from an old zip): skipped, escaped in the report.
+    _write(root, os.fsdecode(b"cat/caf\xe9.jpg"), _jpeg(61))
+    expected["cat/caf\\xe9.jpg"] = ("skipped", "non_utf8_name")
+    _write(root, os.fsdecode(b"\xe9t\xe9/x.jpg"), _jpeg(62))
+    expected["\\xe9t\\xe9/"] = ("skipped", "non_utf8_name")
     return expected
 
 

@@ -89,6 +89,24 @@ def test_class_folders_listing(class_tree):
     assert got["empty_folders"] == ["empty/", "only_hidden/"]
 
 
+def test_names_that_are_not_utf8_are_skipped_and_reported_escaped(tmp_path):
+    root = tmp_path / "latin1"
+    _touch(root / "cat" / "a.jpg")
+    _touch(root / "dog" / "b.jpg")
+    _touch(os.fsdecode(os.fsencode(root) + b"/cat/caf\xe9.jpg"))
+    _touch(os.fsdecode(os.fsencode(root) + b"/cat/d\xe9j\xe0/c.jpg"))
+    _touch(os.fsdecode(os.fsencode(root) + b"/\xe9t\xe9/d.jpg"))
+    got = _listed(str(root), "class_folders")
+    assert [c.relpath for c in got["candidates"]] == ["cat/a.jpg", "dog/b.jpg"]
+    assert got["skipped"] == [Skipped("\\xe9t\\xe9/", "non_utf8_name"),
+                              Skipped("cat/caf\\xe9.jpg", "non_utf8_name"),
+                              Skipped("cat/d\\xe9j\\xe0/", "non_utf8_name")]
+    assert len(sources.fingerprint(str(root))) == 64
+    assert sources.printable("caf\u00e9") == "caf\u00e9"  # valid UTF-8 stays as it is
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        sources.detect_layout(os.fsdecode(os.fsencode(root) + b"/\xe9t\xe9"))
+
+
 def test_listing_with_assert_that(class_tree):
     with beam.Pipeline() as p:
         listed = p | sources.ListImageFiles(str(class_tree), "class_folders")

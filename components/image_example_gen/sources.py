@@ -32,6 +32,9 @@ walked lazily. No file list is ever held in the launcher; the runner's shuffle h
 silently dropped; a hidden folder is one skipped entry (`.git/`). Local symlinks are
 followed; a symlink back to a folder on the current path (a loop) is skipped as
 `symlink_loop`. A class folder without any non-hidden file is reported as an empty folder.
+A file or folder whose name is not valid UTF-8 (Latin-1 names from an old zip, say) is
+skipped as `non_utf8_name` and reported with its undecodable bytes escaped ("caf\\xe9.jpg"),
+because class names, tf.Example strings and the report are UTF-8.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import stat
 import unicodedata
 from typing import Iterable, Iterator, NamedTuple, Optional
 
@@ -53,6 +57,8 @@ PRE_SPLIT_DIRS = {"train": features.TRAIN_SPLIT, "validation": features.EVAL_SPL
                   "test": features.TEST_SPLIT}
 _SYSTEM_NAMES = {"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "$recycle.bin",
                  "system volume information"}
+_KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device",
+          stat.S_IFBLK: "a device", stat.S_IFDIR: "a folder"}
 EMPTY_FOLDERS_TAG = "empty_folders"
 SKIPPED_TAG = "skipped"
 
@@ -102,12 +108,17 @@ def read_bytes(path: str, limit: int = -1) -> bytes:
 
     Raises:
       FileNotFoundError: no such file (tf.errors.NotFoundError for URLs).
-      OSError or tf.errors.OpError: any other filesystem error.
+      OSError or tf.errors.OpError: any other filesystem error, or a local path that is not
+        a regular file (a named pipe, socket or device).
     """
     if is_remote(path):
         with gfile().GFile(path, "rb") as f:
             return f.read(limit)
-    with open(path, "rb") as f:
+    # O_NONBLOCK: a plain open() of a named pipe would wait forever for a writer.
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'special')})")
         return f.read(limit)
 
 
@@ -133,6 +144,28 @@ def is_hidden_or_system(name: str) -> bool:
     return name.startswith(".") or name.lower() in _SYSTEM_NAMES
 
 
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: bytes of a non-UTF-8 file name (which Python holds as lone
+    surrogates) become backslash escapes, e.g. b"caf\\xe9.jpg" -> "caf\\\\xe9.jpg"."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that did not come from undecodable bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def name_problem(name: str) -> Optional[str]:
+    """Why a folder entry is skipped by name alone, or None.
+
+    A name that is not valid UTF-8 (e.g. Latin-1 names from an old zip) is skipped and
+    reported under its escaped form: labels, tf.Example strings and the report are UTF-8.
+    """
+    if is_hidden_or_system(name):
+        return "hidden_or_system_file"
+    if printable(name) != name:
+        return "non_utf8_name"
+    return None
+
+
 def detect_layout(data_root: str, layout: str = "auto") -> str:
     """Resolves `auto` to a concrete layout.
 
@@ -143,6 +176,8 @@ def detect_layout(data_root: str, layout: str = "auto") -> str:
         raise ValueError(f"layout={layout!r}: must be one of {', '.join(LAYOUTS)}.")
     if not data_root or not path_exists(data_root):
         raise ValueError(f"data_root={data_root!r} does not exist.")
+    if printable(data_root) != data_root:
+        raise ValueError(f"data_root={printable(data_root)!r} is not valid UTF-8; rename it.")
     is_dir = path_isdir(data_root)
     if layout != "auto":
         if (layout == "csv") == is_dir:
@@ -173,8 +208,8 @@ def _dir_key(path: str) -> Optional[tuple]:
     """(device, inode) of a local folder, symlinks followed; None for URLs."""
     if is_remote(path):
         return None
-    stat = os.stat(path)
-    return stat.st_dev, stat.st_ino
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def _walk(top: str, rel: str, ancestors: frozenset) -> Iterator[tuple[str, str, Optional[str]]]:
@@ -196,8 +231,9 @@ def _walk(top: str, rel: str, ancestors: frozenset) -> Iterator[tuple[str, str, 
     inner = ancestors | {key} if key is not None else ancestors
     for name, path, is_dir in entries:
         child_rel = posixpath.join(rel, name) if rel else name
-        if is_hidden_or_system(name):
-            yield path, child_rel + ("/" if is_dir else ""), "hidden_or_system_file"
+        problem = name_problem(name)
+        if problem:
+            yield path, printable(child_rel) + ("/" if is_dir else ""), problem
         elif is_dir:
             yield from _walk(path, child_rel, inner)
         else:
@@ -226,11 +262,11 @@ def fingerprint(data_root: str) -> str:
         for path, rel, reason in walk(data_root):
             try:
                 if is_remote(path):
-                    stat = gfile().stat(path)
-                    size, mtime = stat.length, stat.mtime_nsec
+                    info = gfile().stat(path)
+                    size, mtime = info.length, info.mtime_nsec
                 else:  # gfile's local stat has whole-second mtimes; os.stat has ns
-                    stat = os.stat(path)
-                    size, mtime = stat.st_size, stat.st_mtime_ns
+                    info = os.stat(path)
+                    size, mtime = info.st_size, info.st_mtime_ns
                 digest.update(f"{rel}\0{reason}\0{size}\0{mtime}\n".encode())
             except Exception:  # any filesystem error; the hash then records the failure
                 digest.update(f"{rel}\0unreadable\n".encode("utf-8"))
@@ -250,9 +286,10 @@ class _ListTopFolders(beam.DoFn):
     def _children(self, top: str, rel: str, split: str, depth_name: str) -> Iterable:
         for name, path, is_dir in _entries(top):
             child_rel = posixpath.join(rel, name) if rel else name
-            if is_hidden_or_system(name):
+            problem = name_problem(name)
+            if problem:
                 yield beam.pvalue.TaggedOutput(SKIPPED_TAG, Skipped(
-                    child_rel + ("/" if is_dir else ""), "hidden_or_system_file"))
+                    printable(child_rel) + ("/" if is_dir else ""), problem))
             elif not is_dir:
                 yield beam.pvalue.TaggedOutput(SKIPPED_TAG, Skipped(
                     child_rel, f"not_in_{depth_name}_folder"))
