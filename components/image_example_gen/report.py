@@ -22,6 +22,11 @@ Report keys (JSON):
   transformed                     {how: count} for re-encoded/downscaled images
   bytes                           {source, stored}: image bytes read and stored
   shards                          {split: {files, records, bytes}} as written
+
+After the pipeline, `finish_output` reads the report back, removes the folders of empty
+splits and raises a one-line RuntimeError when the data cannot train a classifier. Both the
+TFX executor and `imgpipe ingest` call it; it imports neither TFX nor (for local paths)
+TensorFlow.
 """
 from __future__ import annotations
 
