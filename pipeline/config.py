@@ -13,6 +13,7 @@ Paths under `workdir` are fixed by contract:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Mapping, Optional
 
@@ -125,8 +126,8 @@ class PipelineConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value!r}: must be >= 1 or unset.")
-        if self.target_shard_mb <= 0:
-            raise ValueError(f"target_shard_mb={self.target_shard_mb}: must be > 0.")
+        if not 0 < self.target_shard_mb < 1 << 30:
+            raise ValueError(f"target_shard_mb={self.target_shard_mb}: must be > 0 and < 2**30.")
         if self.num_shards < 0 or self.fine_tune_epochs < 0 or self.fine_tune_blocks < 0:
             raise ValueError("num_shards, fine_tune_epochs and fine_tune_blocks must be >= 0.")
         if not 0.0 <= self.dropout < 1.0:
@@ -184,9 +185,12 @@ def _coerce(name: str, value: Any) -> Any:
                 raise ValueError
             return int(value)
         if kind is float:
-            return float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}={value!r}: must be a {kind.__name__}.") from err
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{name}={value!r}: must be a finite {kind.__name__}.") from err
     return str(value)
 
 

@@ -65,6 +65,10 @@ def test_yaml_is_safe_loaded(tmp_path):
     ({"data_root": ""}, "data_root"),
     ({"jpeg_quality": 101}, "jpeg_quality"),
     ({"min_accuracy": 2}, "min_accuracy"),
+    ({"target_shard_mb": "inf"}, "target_shard_mb='inf': must be a finite float"),
+    ({"learning_rate": "nan"}, "learning_rate='nan': must be a finite float"),
+    ({"target_shard_mb": 2.0 ** 31}, "target_shard_mb"),
+    ({"batch_size": float("inf")}, "batch_size=inf: must be a finite int"),
 ])
 def test_bad_values_name_the_field(overrides, message):
     values = {"data_root": "/d", **overrides}

@@ -187,6 +187,12 @@ def test_errors_name_the_problem(shards, tmp_path):
         dataset.read_labels(gz)
 
 
+def test_a_split_folder_whose_path_holds_glob_characters(tmp_path):
+    folder = _write_shards(tmp_path / "run[1]", num_shards=2)
+    assert dataset.list_shards(folder) == [
+        os.path.join(folder, f"data_tfrecord-{s:05d}-of-00002") for s in range(2)]
+
+
 def test_real_ingest_output_round_trips_labels(tmp_path):
     """generate_dataset -> IngestImages (as `imgpipe ingest`) -> make_dataset + read_labels."""
     counts = generate_dataset(tmp_path / "images", images_per_class=6, min_side=40,

@@ -51,6 +51,14 @@ def _animated_gif() -> bytes:
     return _enc(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
 
 
+def _gif_frame_inside_screen() -> bytes:
+    """A valid GIF whose first frame covers only part of its logical screen."""
+    data = bytearray(_enc(_rgb().convert("P").crop((0, 0, W - 8, H - 8)), "GIF"))
+    struct.pack_into("<HH", data, 6, W, H)  # the logical screen: W x H
+    struct.pack_into("<HH", data, data.index(b"\x2c") + 1, 4, 4)  # the frame at (4, 4)
+    return bytes(data)
+
+
 def _ycck_jpeg() -> bytes:
     data = bytearray(_enc(_rgb().convert("CMYK"), "JPEG"))
     i = data.find(b"Adobe")
@@ -82,6 +90,8 @@ VALID = {
     "gif_static": (lambda: _enc(_rgb().convert("P"), "GIF"), "gif", "gif", 3, None),
     "gif_trns": (lambda: _enc(_rgb().convert("P"), "GIF", transparency=0), "gif", "gif", 3, None),
     "gif_animated": (_animated_gif, "gif", "gif", 3, None),
+    # TF would return only the frame's rectangle, not the header's size.
+    "gif_frame_inside_screen": (_gif_frame_inside_screen, "png", "gif", 3, "reencoded_png"),
     "bmp_rgb": (lambda: _enc(_rgb(), "BMP"), "bmp", "bmp", 3, None),
     "bmp_rgba": (lambda: _enc(_rgb().convert("RGBA"), "BMP"), "bmp", "bmp", 4, None),
     "bmp_gray": (lambda: _enc(_rgb().convert("L"), "BMP"), "bmp", "bmp", 1, None),

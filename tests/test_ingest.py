@@ -25,6 +25,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from components.image_example_gen import report as report_lib, shards
+from components.image_example_gen import sources as sources_lib
 from components.image_example_gen.ingest import IngestImages, IngestOptions, split_for_hash
 from trainer_module import features
 
@@ -405,7 +406,9 @@ def test_max_side_downscale_and_unsupported_quarantine(tmp_path):
     ("eval_fraction", 1.5, "eval_fraction"), ("num_shards", -1, "num_shards"),
     ("target_shard_mb", 0, "target_shard_mb"), ("compression", "zstd", "compression"),
     ("layout", "flat", "layout"), ("unsupported_formats", "drop", "unsupported"),
-    ("max_side", 0, "max_side"), ("jpeg_quality", 101, "jpeg_quality")])
+    ("max_side", 0, "max_side"), ("jpeg_quality", 101, "jpeg_quality"),
+    ("target_shard_mb", float("inf"), "target_shard_mb"),
+    ("target_shard_mb", float("nan"), "target_shard_mb")])
 def test_options_are_validated(field, value, needle):
     with pytest.raises(ValueError, match=needle):
         IngestOptions(data_root="/x", **{field: value})
@@ -427,6 +430,98 @@ def test_missing_data_root_fails_when_building_the_pipeline(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         with beam.Pipeline() as p:
             _ = p | IngestImages(IngestOptions(data_root=str(tmp_path / "nope")), str(tmp_path))
+
+
+def test_output_folder_must_not_be_a_file_or_inside_the_data_root(small_tree, tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_bytes(b"x")
+    for output, needle in ((small_tree / "out", "inside data_root"), (small_tree, "inside"),
+                           (a_file, "not a folder")):
+        with pytest.raises(ValueError, match=needle):
+            with beam.Pipeline() as p:
+                _ = p | IngestImages(IngestOptions(data_root=str(small_tree)), str(output))
+
+
+def test_manifest_data_root_must_be_a_readable_text_file(tmp_path):
+    for name, data in (("images.zip", b"PK\x03\x04\x14\x00\x00\x00\x08\x00"),
+                       ("utf16.csv", "path,label\na.jpg,cat\n".encode("utf-16"))):
+        _write(tmp_path, name, data)
+        with pytest.raises(ValueError, match="not a CSV manifest"):
+            sources_lib.detect_layout(str(tmp_path / name))
+    os.mkfifo(tmp_path / "pipe.csv")  # must be refused, not read forever
+    with pytest.raises(ValueError, match="cannot be read"):
+        sources_lib.detect_layout(str(tmp_path / "pipe.csv"))
+
+
+def test_manifest_headers_repeats_and_unparsable_rows_are_reported(tmp_path):
+    for i in range(4):
+        _write(tmp_path, f"data/{i}.jpg", _jpeg(900 + i))
+    manifest = tmp_path / "data" / "m.csv"
+    huge = "x" * 200_000  # over the csv module's field size limit
+    manifest.write_text("\n"  # a blank line before the header
+                        "Filename,Class\n"
+                        "0.jpg,cat\n1.jpg,cat\n2.jpg,dog\n3.jpg,dog\n"
+                        "./0.jpg,dog\n"  # the same file again, under another label
+                        f"\"{huge}\",dog\n"
+                        "1.jpg,cat\n", encoding="utf-8")
+    report = _ingest(manifest, tmp_path / "out", eval_fraction=0.25)
+    assert report["classes"] == ["cat", "dog"]  # no phantom "Class" from the header
+    assert report["counts"] == {"found": 7, "ingested": 4, "quarantined": 0, "skipped": 3}
+    assert {(e["path"], e["reason"]) for e in report["skipped"]} == {
+        ("m.csv:7", "repeated_manifest_row"), ("m.csv:8", "malformed_manifest_row"),
+        ("m.csv:9", "repeated_manifest_row")}
+    assert sorted(r[features.FILENAME_KEY] for r in _records(tmp_path / "out")) == [
+        "0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+
+
+def test_train_and_test_tree_without_validation_carves_eval_from_train(tmp_path):
+    root = tmp_path / "kaggle"
+    for c, label in enumerate(("a", "b")):
+        for i in range(10):
+            _write(root, f"train/{label}/{i}.jpg", _jpeg(1000 + 20 * c + i))
+        for i in range(2):
+            _write(root, f"test/{label}/{i}.jpg", _jpeg(1100 + 20 * c + i))
+    report = _ingest(root, tmp_path / "out", eval_fraction=0.3, test_fraction=0.2)
+    assert report["layout"] == "pre_split" and report["classes"] == ["a", "b"]
+    records = _records(tmp_path / "out")
+    for r in records:
+        given = r[features.FILENAME_KEY].split("/")[0]
+        sha = hashlib.sha256(r[features.IMAGE_KEY]).hexdigest()
+        assert r["split"] == ("test" if given == "test" else split_for_hash(sha, 0.3, 0.0))
+    assert report["split_sizes"]["test"] == 4 and report["split_sizes"]["eval"] >= 1
+    # A Roboflow-style export names its validation folder "valid".
+    for i, label in enumerate(("a", "b")):
+        _write(tmp_path / "rf", f"train/{label}/{i}.jpg", _jpeg(1200 + i))
+        _write(tmp_path / "rf", f"valid/{label}/{i}.jpg", _jpeg(1210 + i))
+    report = _ingest(tmp_path / "rf", tmp_path / "out_rf")
+    assert report["layout"] == "pre_split" and report["classes"] == ["a", "b"]
+    assert report["split_sizes"] == {"eval": 2, "train": 2}
+
+
+def test_an_output_path_with_glob_characters_cleans_only_its_own_shards(small_tree, tmp_path):
+    _ingest(small_tree, tmp_path / "run1", eval_fraction=0.25)
+    before = sorted(glob.glob(str(tmp_path / "run1" / "Split-*" / "*")))
+    _ingest(small_tree, tmp_path / "run[1]", eval_fraction=0.25, num_shards=3)
+    _ingest(small_tree, tmp_path / "run[1]", eval_fraction=0.25, num_shards=2)
+    assert sorted(glob.glob(str(tmp_path / "run1" / "Split-*" / "*"))) == before
+    assert sorted(os.listdir(tmp_path / "run[1]" / "Split-train")) == [
+        "data_tfrecord-00000-of-00002", "data_tfrecord-00001-of-00002"]
+
+
+def test_records_are_byte_identical_across_processes(tmp_path):
+    """Protobuf map order varies between interpreters; shards must not."""
+    code = ("import sys, hashlib\n"
+            "from components.image_example_gen import image_probe, ingest, sources\n"
+            "data = open(sys.argv[1], 'rb').read()\n"
+            "c = sources.Candidate(sys.argv[1], 'cat/a.jpg', 'cat', '')\n"
+            "print(hashlib.sha256(ingest._example(c, 0, image_probe.probe_image(data)))"
+            ".hexdigest())")
+    _write(tmp_path, "a.jpg", _jpeg(77))
+    digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.jpg")],
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                              capture_output=True, text=True, check=True).stdout.split()[-1]
+               for seed in (1, 2, 3)}
+    assert len(digests) == 1
 
 
 # ----------------------------------------------------------------------------- the CLI

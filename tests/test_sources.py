@@ -151,7 +151,10 @@ def test_detect_layout(tmp_path):
 
 def test_parse_manifest_row():
     d = "/data/m"
-    assert sources.parse_manifest_row(["path", "label", "split"], 1, d) is None
+    assert sources.parse_manifest_row(["path", "label", "split"], 1, d, first=True) is None
+    assert sources.parse_manifest_row(["Filename", " Class "], 2, d, first=True) is None
+    assert sources.parse_manifest_row(["path", "label"], 3, d) == Candidate(  # not first
+        "/data/m/path", "path", "label", "")
     assert sources.parse_manifest_row(["", ""], 4, d) is None
     assert sources.parse_manifest_row(["a/1.jpg", " 猫 "], 2, d) == Candidate(
         "/data/m/a/1.jpg", "a/1.jpg", "猫", "")

@@ -49,12 +49,17 @@ def list_shards(file_pattern: Union[str, Sequence[str]]) -> list:
     files = []
     for pattern in map(os.fspath, patterns):
         if tf.io.gfile.isdir(pattern):
-            splits = tf.io.gfile.glob(os.path.join(pattern, "Split-*"))
+            # Listed, not globbed: a folder name may hold glob characters ("run[1]").
+            names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(pattern))
+            splits = [n for n in names if n.startswith("Split-")]
             if splits:
                 raise ValueError(f"file_pattern={pattern!r} is the root of an Examples "
-                                 f"artifact; give one split, e.g. {sorted(splits)[0]!r}.")
-            pattern = os.path.join(pattern, "*")
-        files.extend(sorted(tf.io.gfile.glob(pattern)))
+                                 f"artifact; give one split, e.g. "
+                                 f"{os.path.join(pattern, splits[0])!r}.")
+            files.extend(p for p in (os.path.join(pattern, n) for n in names)
+                         if not tf.io.gfile.isdir(p))
+        else:
+            files.extend(sorted(tf.io.gfile.glob(pattern)))
     if not files:
         raise ValueError(f"file_pattern={file_pattern!r} matches no files; give a glob or a "
                          "Split-* folder of TFRecord shards.")

@@ -14,7 +14,9 @@ Measured with TF 2.16.2 (and pinned by tests/test_image_probe.py):
   decode fail, so verify=True catches it. verify=False instead checks the end markers.
 * Channels TF returns: JPEG L=1, RGB/CMYK/YCCK=3; PNG gray (any depth, even with tRNS)=1,
   gray+alpha=2, RGB=3, RGBA=4, palette=3 or 4 with tRNS; 16-bit PNGs decode to uint8; GIF=3
-  always (transparency dropped, first frame only); BMP 24-bit=3, 32-bit=4, 8-bit=1.
+  always (transparency dropped, first frame only; a first frame smaller than the GIF's
+  logical screen decodes to the frame's size, so such GIFs are re-encoded to PNG at the
+  screen size); BMP 24-bit=3, 32-bit=4, 8-bit=1.
 * TF's BMP decoder ignores palettes and compression and requires the exact file size, so
   only uncompressed 24/32-bit and grayscale-ramp 8-bit BMPs are stored as-is; other BMPs
   (palette, 1/4/16-bit, RLE, trailing bytes) count as unsupported.
@@ -154,7 +156,9 @@ def _tf_channels(fmt: str, im, data: bytes) -> int | None:
             return 4
         return channels
     if fmt == "gif":
-        return 3
+        # TF decodes only the first frame's rectangle; when that is smaller than the
+        # logical screen, the header's size is not what TF returns, so re-encode instead.
+        return 3 if im.tile and tuple(im.tile[0][1]) == (0, 0, *im.size) else None
     if fmt == "bmp" and len(data) >= 34:
         offset, dib, width, height = struct.unpack_from("<IIii", data, 10)
         bpp, compression = struct.unpack_from("<HI", data, 28)

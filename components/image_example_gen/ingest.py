@@ -130,8 +130,10 @@ class IngestOptions:
             raise ValueError(f"num_shards={self.num_shards!r}: must be an int >= 0 "
                              "(0 = by target_shard_mb).")
         if isinstance(self.target_shard_mb, bool) or \
-                not isinstance(self.target_shard_mb, (int, float)) or self.target_shard_mb <= 0:
-            raise ValueError(f"target_shard_mb={self.target_shard_mb!r}: must be > 0.")
+                not isinstance(self.target_shard_mb, (int, float)) or \
+                not 0 < self.target_shard_mb < 1 << 30:  # also rejects nan and inf
+            raise ValueError(f"target_shard_mb={self.target_shard_mb!r}: must be a number "
+                             "> 0 and < 2**30.")
         image_probe.check_args(self.verify_images, self.max_pixels, self.max_side,
                                self.jpeg_quality, self.unsupported_formats)
 
@@ -205,7 +207,7 @@ def _example(candidate: sources.Candidate, label: int, result) -> bytes:
         features.WIDTH_KEY: _int(result.width),
         features.CHANNELS_KEY: _int(result.channels),
         features.FORMAT_KEY: _bytes(result.format.encode("utf-8")),
-    })).SerializeToString()
+    })).SerializeToString(deterministic=True)  # map order would vary between processes
 
 
 class _ReadAndProbe(beam.DoFn):
@@ -234,7 +236,10 @@ class _ReadAndProbe(beam.DoFn):
                                                              **failure})
             return
         sha = hashlib.sha256(data).hexdigest()
-        split = candidate.split or split_for_hash(sha, o.eval_fraction, o.test_fraction)
+        # pre_split without a validation folder: only train/ files come here, for train or
+        # eval; a test/ folder, when there is one, is the test split.
+        test_fraction = 0.0 if o.layout == "pre_split" else o.test_fraction
+        split = candidate.split or split_for_hash(sha, o.eval_fraction, test_fraction)
         lane = int(sha[:8], 16) % o.num_shards if o.num_shards else 0
         yield split, lane, _example(candidate, self._ids[candidate.label_name], result)
         yield beam.pvalue.TaggedOutput(META_TAG, (
@@ -253,8 +258,9 @@ class IngestImages(beam.PTransform):
       The PCollection holding the single report dict (also written to disk).
 
     Raises:
-      ValueError: when the pipeline is built, for a missing data root or a layout that
-        does not fit it. Bad files never raise; they are reported.
+      ValueError: when the pipeline is built, for a missing data root, a layout that
+        does not fit it, a manifest that is not text, or an output folder that is a file
+        or lies inside the data root. Bad files never raise; they are reported.
     """
 
     def __init__(self, options: IngestOptions, output_dir: str):
@@ -266,6 +272,7 @@ class IngestImages(beam.PTransform):
         o = dataclasses.replace(self._options, layout=sources.detect_layout(
             self._options.data_root, self._options.layout))
         out = self._output_dir
+        sources.check_output_dir(o.data_root, out)
         listed = pbegin | "ListImageFiles" >> sources.ListImageFiles(o.data_root, o.layout)
         candidates = listed["candidates"]
         vocabulary = (candidates

@@ -190,9 +190,17 @@ def _clean_up(written: list, output_dir: str, temp_dir: str) -> None:
     """Removes the temporary folder and shards in Split-* that this run did not write."""
     gfile = _tf().io.gfile
     keep = {posixpath.join(output_dir, s["file"]) for s in written}
-    for path in gfile.glob(posixpath.join(output_dir, "Split-*", SHARD_PREFIX + "-*")):
-        if path not in keep:
-            gfile.remove(path)
+    # Listing, not gfile.glob: an output path holding glob characters ("run[1]") would
+    # match, and delete, other folders' shards.
+    for folder in gfile.listdir(output_dir):
+        folder = folder.rstrip("/")
+        split_dir = posixpath.join(output_dir, folder)
+        if not folder.startswith("Split-") or not gfile.isdir(split_dir):
+            continue
+        for name in gfile.listdir(split_dir):
+            path = posixpath.join(split_dir, name)
+            if name.startswith(SHARD_PREFIX + "-") and path not in keep:
+                gfile.remove(path)
     if gfile.exists(temp_dir):
         gfile.rmtree(temp_dir)
 

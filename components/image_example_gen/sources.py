@@ -4,14 +4,21 @@ Three layouts are understood (`detect_layout` picks one when the config says `au
   class_folders  root/<class>/**/<file>. The class is the top folder; deeper folders only
                  organize files (root/cat/2023/a.jpg is a "cat"). Files directly under
                  root are skipped (`not_in_class_folder`).
-  pre_split      root/{train, validation|val|eval, test}/<class>/**/<file>; the splits are
-                 kept (validation and val become `eval`). Other top folders are walked and
-                 their files skipped (`unknown_split_folder`).
+  pre_split      root/{train, validation|valid|val|eval, test}/<class>/**/<file>; the
+                 splits are kept (validation, valid and val become `eval`). A tree with
+                 train/ but no validation folder (train/ + test/, as many downloads are)
+                 carves `eval` out of train/ by content hash (eval_fraction). Other top
+                 folders are walked and their files skipped (`unknown_split_folder`).
+                 Detected when the root holds train/ and any other split folder.
   csv            a manifest (the data root is a file) with rows `path,label[,split]`.
                  Relative paths are relative to the manifest's folder; absolute and URL
-                 (gs://...) paths are used as they are. A first row starting `path,label`
-                 is a header. `split` may be train, validation, val, eval or test; an empty
-                 split is assigned by content hash.
+                 (gs://...) paths are used as they are. The first non-blank row is a
+                 header when its fields name columns (`path,label`, `filename,class`, any
+                 case; HEADER_NAMES). `split` may be train, validation, valid, val, eval or
+                 test (any case); an empty split is assigned by content hash. A path listed
+                 again is skipped as `repeated_manifest_row` (the first row wins), and a
+                 row the csv module cannot parse as `malformed_manifest_row`. A file that
+                 is not text (a zip, an image, UTF-16) is refused when the pipeline is built.
 
 Class names are the folder names (or manifest labels), normalized to Unicode NFC (macOS
 writes NFD) with outer whitespace stripped; everything else is kept: spaces, CJK (e.g.
@@ -53,8 +60,10 @@ from trainer_module import features
 
 LAYOUTS = ("auto", "class_folders", "pre_split", "csv")
 PRE_SPLIT_DIRS = {"train": features.TRAIN_SPLIT, "validation": features.EVAL_SPLIT,
-                  "val": features.EVAL_SPLIT, "eval": features.EVAL_SPLIT,
-                  "test": features.TEST_SPLIT}
+                  "valid": features.EVAL_SPLIT, "val": features.EVAL_SPLIT,
+                  "eval": features.EVAL_SPLIT, "test": features.TEST_SPLIT}
+HEADER_NAMES = ({"path", "filename", "file", "filepath", "file_path", "image", "image_path"},
+                {"label", "class", "label_name", "class_name", "category"})
 _SYSTEM_NAMES = {"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "$recycle.bin",
                  "system volume information"}
 _KINDS = {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device",
@@ -179,6 +188,8 @@ def detect_layout(data_root: str, layout: str = "auto") -> str:
     if printable(data_root) != data_root:
         raise ValueError(f"data_root={printable(data_root)!r} is not valid UTF-8; rename it.")
     is_dir = path_isdir(data_root)
+    if not is_dir:
+        _check_manifest(data_root)
     if layout != "auto":
         if (layout == "csv") == is_dir:
             raise ValueError(f"layout={layout!r} does not fit data_root={data_root!r} "
@@ -186,10 +197,38 @@ def detect_layout(data_root: str, layout: str = "auto") -> str:
         return layout
     if not is_dir:
         return "csv"
-    children = {name.lower() for name, _, _ in _entries(data_root)}
-    if "train" in children and children & {"validation", "val", "eval"}:
+    children = {name.lower() for name, _, is_sub in _entries(data_root) if is_sub}
+    if "train" in children and len(children & set(PRE_SPLIT_DIRS)) > 1:
         return "pre_split"
     return "class_folders"
+
+
+def _check_manifest(path: str) -> None:
+    """Raises ValueError unless `path` is a regular file that looks like text."""
+    try:
+        head = read_bytes(path, 1 << 16)
+    except Exception as err:  # a pipe, a device, unreadable
+        raise ValueError(f"data_root={path!r} cannot be read as a CSV manifest "
+                         f"({type(err).__name__}: {err}).") from err
+    if b"\0" in head:
+        raise ValueError(f"data_root={path!r} is not a CSV manifest: it holds binary data "
+                         "(a zip, an image, UTF-16 text?). Give a folder, or a UTF-8 CSV of "
+                         "path,label[,split].")
+
+
+def check_output_dir(data_root: str, output_dir: str) -> None:
+    """Raises ValueError when output_dir is a file, or lies inside the data root folder
+    (the next run would list its shards, labels.txt and report as images)."""
+    if not is_remote(output_dir) and os.path.exists(output_dir) \
+            and not os.path.isdir(output_dir):
+        raise ValueError(f"output {output_dir!r} exists and is not a folder.")
+    if not path_isdir(data_root) or is_remote(data_root) != is_remote(output_dir):
+        return
+    canonical = (lambda p: p.rstrip("/")) if is_remote(data_root) else os.path.realpath
+    root, out = canonical(data_root), canonical(output_dir)
+    if out == root or out.startswith(root.rstrip("/") + "/"):
+        raise ValueError(f"output {output_dir!r} is inside data_root={data_root!r}; the next "
+                         "run would ingest its files. Choose a folder outside the data root.")
 
 
 def _entries(top: str) -> Iterator[tuple[str, str, bool]]:
@@ -282,6 +321,7 @@ class _ListTopFolders(beam.DoFn):
 
     def __init__(self, pre_split: bool):
         self._pre_split = pre_split
+        self._carve_eval = False
 
     def _children(self, top: str, rel: str, split: str, depth_name: str) -> Iterable:
         for name, path, is_dir in _entries(top):
@@ -296,12 +336,17 @@ class _ListTopFolders(beam.DoFn):
             elif depth_name == "split" and name.lower() not in PRE_SPLIT_DIRS:
                 yield _Folder(path, child_rel, "", "", "unknown_split_folder")
             elif depth_name == "split":
-                yield from self._children(path, child_rel, PRE_SPLIT_DIRS[name.lower()], "class")
+                split = PRE_SPLIT_DIRS[name.lower()]
+                if split == features.TRAIN_SPLIT and self._carve_eval:
+                    split = ""  # no validation folder: eval comes from train by hash
+                yield from self._children(path, child_rel, split, "class")
             else:
                 yield _Folder(path, child_rel, normalize_label(name), split, None)
 
     def process(self, data_root: str) -> Iterable:
         top = data_root if is_remote(data_root) else os.path.abspath(data_root)
+        given = {PRE_SPLIT_DIRS.get(name.lower()) for name, _, is_dir in _entries(top) if is_dir}
+        self._carve_eval = self._pre_split and features.EVAL_SPLIT not in given
         yield from self._children(top, "", "", "split" if self._pre_split else "class")
 
 
@@ -330,13 +375,22 @@ class _WalkFolder(beam.DoFn):
             yield beam.pvalue.TaggedOutput(EMPTY_FOLDERS_TAG, folder.relpath + "/")
 
 
+def is_header(row: list) -> bool:
+    fields = [field.strip().lower() for field in row[:2]]
+    return len(fields) == 2 and fields[0] in HEADER_NAMES[0] and fields[1] in HEADER_NAMES[1]
+
+
 def parse_manifest_row(row: list, line_no: int, manifest_dir: str,
-                       manifest_name: str = "manifest") -> Candidate | Skipped | None:
-    """One parsed CSV row -> Candidate, Skipped (malformed row) or None (header/blank)."""
+                       manifest_name: str = "manifest", *,
+                       first: bool = False) -> Candidate | Skipped | None:
+    """One parsed CSV row -> Candidate, Skipped (malformed row) or None (header/blank).
+
+    `first`: this is the first non-blank row, which may be a header.
+    """
     row = [field.strip() for field in row]
     if not any(row):
         return None
-    if line_no == 1 and row[:2] == ["path", "label"]:
+    if first and is_header(row):
         return None
     if len(row) < 2 or not row[0] or not row[1] or len(row) > 3:
         return Skipped(f"{manifest_name}:{line_no}", "malformed_manifest_row")
@@ -356,7 +410,8 @@ def parse_manifest_row(row: list, line_no: int, manifest_dir: str,
 
 
 class _ReadManifest(beam.DoFn):
-    """manifest path -> Candidate (main) and Skipped ('skipped'), streamed row by row."""
+    """manifest path -> (line number, Candidate) (main) and Skipped ('skipped'), streamed
+    row by row."""
 
     def process(self, manifest: str) -> Iterable:
         manifest_dir = posixpath.dirname(manifest) if is_remote(manifest) else \
@@ -367,12 +422,38 @@ class _ReadManifest(beam.DoFn):
             lines = (line.decode("utf-8-sig" if i == 0 else "utf-8", "replace")
                      for i, line in enumerate(f))
             reader = csv.reader(lines)
-            for row in reader:
-                result = parse_manifest_row(row, reader.line_num, manifest_dir, name)
+            first = True
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error:  # a NUL byte, a field over csv's size limit
+                    yield beam.pvalue.TaggedOutput(SKIPPED_TAG, Skipped(
+                        f"{name}:{reader.line_num}", "malformed_manifest_row"))
+                    first = False
+                    continue
+                result = parse_manifest_row(row, reader.line_num, manifest_dir, name,
+                                            first=first)
+                first = first and not any(field.strip() for field in row)
                 if isinstance(result, Skipped):
                     yield beam.pvalue.TaggedOutput(SKIPPED_TAG, result)
                 elif result is not None:
-                    yield result
+                    yield reader.line_num, result
+
+
+def _first_row_wins(item: tuple, manifest_name: str) -> Iterable:
+    """(path, [(line, Candidate)]) -> the first row's Candidate; later rows are Skipped."""
+    _, rows = item
+    rows = sorted(rows, key=lambda r: r[0])
+    yield rows[0][1]
+    for line_no, _ in rows[1:]:
+        yield beam.pvalue.TaggedOutput(SKIPPED_TAG, Skipped(
+            f"{manifest_name}:{line_no}", "repeated_manifest_row"))
+
+
+def _path_key(path: str) -> str:
+    return path if is_remote(path) else os.path.normpath(path)
 
 
 class ListImageFiles(beam.PTransform):
@@ -389,9 +470,17 @@ class ListImageFiles(beam.PTransform):
         root = pbegin | "DataRoot" >> beam.Create([self._data_root])
         if self._layout == "csv":
             rows = root | "ReadManifest" >> beam.ParDo(_ReadManifest()).with_outputs(
-                SKIPPED_TAG, main="candidates")
+                SKIPPED_TAG, main="rows")
+            unique = (rows.rows
+                      | "KeyByPath" >> beam.Map(lambda r: (_path_key(r[1].path), r))
+                      | "GroupByPath" >> beam.GroupByKey()
+                      | "FirstRowWins" >> beam.FlatMap(
+                          _first_row_wins, posixpath.basename(self._data_root)).with_outputs(
+                              SKIPPED_TAG, main="candidates"))
+            skipped = ((rows[SKIPPED_TAG], unique[SKIPPED_TAG])
+                       | "AllSkipped" >> beam.Flatten())
             empty = pbegin | "NoEmptyFolders" >> beam.Create([])
-            return {"candidates": rows.candidates, "skipped": rows[SKIPPED_TAG],
+            return {"candidates": unique.candidates, "skipped": skipped,
                     "empty_folders": empty}
         top = root | "ListTopFolders" >> beam.ParDo(
             _ListTopFolders(self._layout == "pre_split")).with_outputs(
