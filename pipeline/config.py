@@ -106,6 +106,11 @@ class PipelineConfig:
                                               "(--data-root or data_root: in the YAML).")
         if not self.workdir:
             raise ValueError("workdir is empty.")
+        from components.image_example_gen import sources  # pylint: disable=g-import-not-at-top
+        if sources.is_inside(self.workdir, self.data_root):
+            raise ValueError(f"workdir={self.workdir!r} is inside data_root="
+                             f"{self.data_root!r}; the next run would ingest its files. "
+                             "Choose a workdir outside the data root.")
         for name in ("eval_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -76,6 +76,14 @@ def test_bad_values_name_the_field(overrides, message):
         load_config(None, values)
 
 
+def test_workdir_inside_the_data_root_is_refused(tmp_path):
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="inside data_root"):
+        load_config(None, {"data_root": str(tmp_path / "images"),
+                           "workdir": str(tmp_path / "images" / "work")})
+    load_config(None, {"data_root": str(tmp_path / "images"), "workdir": str(tmp_path / "w")})
+
+
 def test_top_level_must_be_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")

@@ -436,7 +436,7 @@ def test_output_folder_must_not_be_a_file_or_inside_the_data_root(small_tree, tm
     a_file = tmp_path / "taken"
     a_file.write_bytes(b"x")
     for output, needle in ((small_tree / "out", "inside data_root"), (small_tree, "inside"),
-                           (a_file, "not a folder")):
+                           (a_file, "not a folder"), (a_file / "sub", "cannot be created")):
         with pytest.raises(ValueError, match=needle):
             with beam.Pipeline() as p:
                 _ = p | IngestImages(IngestOptions(data_root=str(small_tree)), str(output))

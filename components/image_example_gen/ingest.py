@@ -88,7 +88,8 @@ class IngestOptions:
       layout: one of sources.LAYOUTS; "auto" is resolved by IngestImages.
       eval_fraction, test_fraction: of images whose split the layout does not give.
       verify_images: full TF decode of every stored image (corrupt files never reach
-        training); off, only headers and end markers are checked.
+        training); off, only headers and end markers are checked, so a corrupt image (a
+        bad PNG checksum, say) can be stored and fail later, in training.
       max_pixels: decompression-bomb limit, checked from the header before decoding.
       max_side: downscale larger images to this longest side, re-encoded as JPEG at
         jpeg_quality (PNG when they have alpha); None keeps the original bytes.

@@ -216,17 +216,28 @@ def _check_manifest(path: str) -> None:
                          "path,label[,split].")
 
 
+def is_inside(path: str, folder: str) -> bool:
+    """True when `path` is the existing folder `folder` or lies below it (symlinks resolved
+    for local paths)."""
+    if is_remote(path) != is_remote(folder) or not path_isdir(folder):
+        return False
+    canonical = (lambda p: p.rstrip("/")) if is_remote(folder) else os.path.realpath
+    inner, outer = canonical(path), canonical(folder)
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
 def check_output_dir(data_root: str, output_dir: str) -> None:
-    """Raises ValueError when output_dir is a file, or lies inside the data root folder
-    (the next run would list its shards, labels.txt and report as images)."""
-    if not is_remote(output_dir) and os.path.exists(output_dir) \
-            and not os.path.isdir(output_dir):
-        raise ValueError(f"output {output_dir!r} exists and is not a folder.")
-    if not path_isdir(data_root) or is_remote(data_root) != is_remote(output_dir):
-        return
-    canonical = (lambda p: p.rstrip("/")) if is_remote(data_root) else os.path.realpath
-    root, out = canonical(data_root), canonical(output_dir)
-    if out == root or out.startswith(root.rstrip("/") + "/"):
+    """Creates a local output_dir; raises ValueError when it is a file, cannot be created, or
+    lies inside the data root folder (the next run would list its shards, labels.txt and
+    report as images)."""
+    if not is_remote(output_dir):
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise ValueError(f"output {output_dir!r} exists and is not a folder.")
+        try:  # now, rather than after the whole ingest has run
+            os.makedirs(output_dir, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"output {output_dir!r} cannot be created ({err}).") from err
+    if is_inside(output_dir, data_root):
         raise ValueError(f"output {output_dir!r} is inside data_root={data_root!r}; the next "
                          "run would ingest its files. Choose a folder outside the data root.")
 
