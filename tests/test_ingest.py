@@ -520,7 +520,7 @@ def test_records_are_byte_identical_across_processes(tmp_path):
     digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.jpg")],
                               env={**os.environ, "PYTHONHASHSEED": str(seed)},
                               capture_output=True, text=True, check=True).stdout.split()[-1]
-               for seed in (1, 2, 3)}
+               for seed in (1, 2)}
     assert len(digests) == 1
 
 
