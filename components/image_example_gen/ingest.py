@@ -46,8 +46,8 @@ under several paths, with `labels_conflict` when their labels differ) are report
 Runners. Beam flags pass through untouched (`imgpipe ingest ... --runner=...`, or the
 component's `with_beam_pipeline_args`). The project default is the DirectRunner with
 `--direct_running_mode=multi_processing --direct_num_workers=2`. Once running it ingests at
-~0.7x the decode-only limit of the CPU, but each worker process first imports Beam and
-TensorFlow (~8 CPU s each; ~15 s of fixed wall time on 2 cores, the launcher itself imports
+~0.6-0.7x the decode-only limit of the CPU, but each worker process first imports Beam and
+TensorFlow (~8 CPU s each; ~17 s of fixed wall time on 2 cores; the launcher itself imports
 neither TensorFlow nor TFX for local paths). For a few thousand images
 `--direct_running_mode=multi_threading` (TF's decoder releases the GIL) or `in_memory`
 finish sooner; BENCHMARKS.md ("Ingest") compares the three.
