@@ -37,8 +37,9 @@ not by decode success, so one corrupt file never shifts the ids; a class whose f
 all quarantined keeps its id and shows under `classes_without_images`. An empty class
 folder (no non-hidden file) has no id and shows under `empty_folders`.
 
-Splits: a layout that names splits (pre_split, or a manifest `split` column) keeps them.
-Everything else is assigned from the SHA-256 of the original bytes (`split_for_hash`), so
+Splits: a layout that names splits (pre_split, or a manifest `split` column) keeps them;
+a pre-split tree without a validation folder splits train/ into train and eval. Everything
+else is assigned from the SHA-256 of the original bytes (`split_for_hash`), so
 identical images always land in the same split, duplicates cannot leak from train into eval,
 and the assignment is stable across runs, runners and machines. Duplicates (same content
 under several paths, with `labels_conflict` when their labels differ) are reported.
