@@ -83,6 +83,10 @@ def test_serving_takes_jpeg_and_png_of_any_size_and_names_the_class(exported):
     # The vocabulary lives in the graph: names, not ids, with no labels.txt at hand.
     expected = [CLASSES[i].encode() for i in probabilities.argmax(axis=1)]
     assert out["label"].numpy().tolist() == expected
+    for name, key in ((export.SERVING_SIGNATURE, "image_bytes"),
+                      (export.EXAMPLES_SIGNATURE, "examples")):  # an empty request
+        empty = exported.loaded.signatures[name](**{key: tf.constant([], tf.string)})
+        assert empty["probabilities"].shape == (0, 2) and empty["label"].shape == (0,)
 
 
 @pytest.mark.parametrize("with_label", [True, False])

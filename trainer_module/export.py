@@ -72,7 +72,12 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
             _check_transform_output(tft_layer, sample_examples, image_size)
 
     def _outputs(pixels):
-        probabilities = tf.cast(inference_model(pixels, training=False), tf.float32)
+        # An empty request must give empty outputs; TF's CPU depthwise convolution rejects
+        # a batch of 0 ("input depth must be evenly divisible by filter depth").
+        probabilities = tf.cond(
+            tf.shape(pixels)[0] > 0,
+            lambda: tf.cast(inference_model(pixels, training=False), tf.float32),
+            lambda: tf.zeros([0, len(class_names)], tf.float32))
         names = tf.gather(vocabulary, tf.argmax(probabilities, axis=-1))
         return {PROBABILITIES_KEY: probabilities, LABEL_OUTPUT_KEY: names}
 
