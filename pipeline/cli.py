@@ -50,7 +50,11 @@ def latest_pushed_model(serving_dir: str) -> Optional[str]:
 def _run(config) -> int:
     from pipeline import local_runner  # pylint: disable=g-import-not-at-top
     before = latest_pushed_model(config.serving_dir)
-    local_runner.run(config)
+    try:
+        local_runner.run(config)
+    except RuntimeError as err:  # a component's one-line verdict on the data or settings
+        print(f"imgpipe: {err}", file=sys.stderr)
+        return 1
     pushed = latest_pushed_model(config.serving_dir)
     if pushed and pushed != before:
         print(f"imgpipe: pushed model: {pushed}")
@@ -94,11 +98,12 @@ def cmd_demo(args) -> int:
     from pipeline import demo_data  # pylint: disable=g-import-not-at-top
     workdir = _abs(args.workdir)
     data_root = os.path.join(workdir, "data")
+    args.data_root = data_root
+    config = _config(args, **DEMO_SETTINGS)  # bad settings fail before any rendering
     counts = demo_data.generate_dataset(
         data_root, **dict(DEMO_DATA, images_per_class=args.images_per_class))
     print(f"imgpipe: demo dataset: {sum(counts.values())} images in {data_root} {counts}")
-    args.data_root = data_root
-    return _run(_config(args, **DEMO_SETTINGS))
+    return _run(config)
 
 
 def cmd_ingest(args, beam_argv: list) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from typing import Any, Mapping, Optional
 
 import yaml
@@ -106,6 +107,8 @@ class PipelineConfig:
                                               "(--data-root or data_root: in the YAML).")
         if not self.workdir:
             raise ValueError("workdir is empty.")
+        if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
+            raise ValueError(f"workdir={self.workdir!r} exists and is not a folder.")
         from components.image_example_gen import sources  # pylint: disable=g-import-not-at-top
         if sources.is_inside(self.workdir, self.data_root):
             raise ValueError(f"workdir={self.workdir!r} is inside data_root="
@@ -143,6 +146,28 @@ class PipelineConfig:
             raise ValueError(f"min_accuracy={self.min_accuracy}: must be in [0, 1].")
         if self.max_accuracy_drop < 0.0:
             raise ValueError(f"max_accuracy_drop={self.max_accuracy_drop}: must be >= 0.")
+        for name in ("learning_rate", "fine_tune_learning_rate"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0.")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer={self.shuffle_buffer}: must be >= 1.")
+        if self.cache not in ("none", "memory") and (
+                self.cache.endswith("/") or not os.path.isabs(self.cache)
+                and "://" not in self.cache):
+            raise ValueError(f"cache={self.cache!r}: must be none, memory, or an absolute "
+                             "file prefix such as /scratch/imgpipe-cache (not a folder, and "
+                             "not relative: it would land in whatever folder the run starts in).")
+        if self.profile_batches is not None and not re.fullmatch(
+                r"\d+(,\d+)?", str(self.profile_batches).replace(" ", "")):
+            raise ValueError(f"profile_batches={self.profile_batches!r}: give one batch "
+                             "number (5) or a window (10,20).")
+        for name in ("weights", "schema_path"):
+            path = getattr(self, name)
+            if path and path not in ("none", "imagenet") and "://" not in path \
+                    and not os.path.isfile(path):
+                raise ValueError(f"{name}={path!r}: no such file"
+                                 + ("; use none, imagenet, or a path to EfficientNetB3 "
+                                    "(include_top=False) weights." if name == "weights" else "."))
         return self
 
     def trainer_config(self) -> dict:
@@ -180,10 +205,14 @@ def _coerce(name: str, value: Any) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"{name}={value!r}: must be true or false.")
-        return bool(value)
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+        raise ValueError(f"{name}={value!r}: must be true or false.")
     kind = type(default) if default is not None else None
     if name in ("train_steps", "eval_steps", "max_side"):
         kind = int
+    if isinstance(value, bool) and kind in (int, float):  # YAML `true` is not a number
+        raise ValueError(f"{name}={value!r}: must be a finite {kind.__name__}.")
     try:
         if kind is int:
             if isinstance(value, float) and not value.is_integer():
@@ -215,7 +244,11 @@ def load_config(path: Optional[str] = None,
     values: dict = {}
     if path:
         with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+            try:
+                loaded = yaml.safe_load(f) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"config file {path} is not valid YAML: "
+                                 f"{' '.join(str(err).split())}") from err
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path}: top level must be a mapping of settings.")
         values.update(loaded)

@@ -1,4 +1,5 @@
-"""pipeline/cli.py: flag parsing, config precedence and one-line errors (no pipeline runs)."""
+"""pipeline/cli.py: flag parsing, config precedence and one-line errors (one short ingest-only
+run through the real LocalDagRunner; nothing trains)."""
 import argparse
 import os
 
@@ -42,6 +43,19 @@ def test_ingest_missing_data_root_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("imgpipe:") and "does not exist" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_run_reports_a_data_problem_in_one_line(tmp_path, capsys):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    os.makedirs(tmp_path / "data" / "only_class")
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "data" / "only_class" / f"{i}.png")
+    code = cli.main(["run", "--data-root", str(tmp_path / "data"), "--workdir",
+                     str(tmp_path / "work"), "--set",
+                     "ingest_beam_args=--direct_running_mode=in_memory"])
+    assert code == 1
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("imgpipe:")]
+    assert len(lines) == 1 and "need at least 2 classes" in lines[0], lines
 
 
 def test_unknown_run_flag_is_rejected():

@@ -46,9 +46,11 @@ def test_string_coercion_from_env_style_values():
 
 def test_yaml_is_safe_loaded(tmp_path):
     path = tmp_path / "evil.yaml"
-    path.write_text("data_root: !!python/object/apply:os.system ['echo pwned']\n")
-    with pytest.raises(yaml.YAMLError):
+    marker = tmp_path / "pwned"
+    path.write_text(f"data_root: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ValueError, match="not valid YAML.*python/object/apply"):
         load_config(str(path))
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -69,6 +71,17 @@ def test_yaml_is_safe_loaded(tmp_path):
     ({"learning_rate": "nan"}, "learning_rate='nan': must be a finite float"),
     ({"target_shard_mb": 2.0 ** 31}, "target_shard_mb"),
     ({"batch_size": float("inf")}, "batch_size=inf: must be a finite int"),
+    ({"image_size": True}, "image_size=True: must be a finite int"),
+    ({"augment": 0.5}, "augment=0.5: must be true or false"),
+    ({"learning_rate": -1}, "learning_rate=-1.0: must be > 0"),
+    ({"fine_tune_learning_rate": 0}, "fine_tune_learning_rate=0.0: must be > 0"),
+    ({"shuffle_buffer": 0}, "shuffle_buffer=0"),
+    ({"cache": "5"}, "cache='5': must be none, memory, or an absolute"),
+    ({"cache": "/tmp/"}, "cache='/tmp/'"),
+    ({"profile_batches": "abc"}, "profile_batches='abc'"),
+    ({"weights": "imagenett"}, "weights='imagenett': no such file"),
+    ({"weights": "/nonexistent.h5"}, "no such file"),
+    ({"schema_path": "/nope.pbtxt"}, "schema_path='/nope.pbtxt': no such file"),
 ])
 def test_bad_values_name_the_field(overrides, message):
     values = {"data_root": "/d", **overrides}
@@ -82,6 +95,17 @@ def test_workdir_inside_the_data_root_is_refused(tmp_path):
         load_config(None, {"data_root": str(tmp_path / "images"),
                            "workdir": str(tmp_path / "images" / "work")})
     load_config(None, {"data_root": str(tmp_path / "images"), "workdir": str(tmp_path / "w")})
+
+
+def test_yaml_syntax_errors_and_a_workdir_that_is_a_file_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("image_size: 64\n  x: :\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        load_config(str(bad), {"data_root": "/d"})
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        load_config(None, {"data_root": "/d", "workdir": str(a_file)})
 
 
 def test_top_level_must_be_mapping(tmp_path):

@@ -1,5 +1,6 @@
 """pipeline/pipeline.py: create_pipeline is pure and wires the eight components in order."""
 import os
+import shutil
 
 from pipeline.config import load_config
 from pipeline.pipeline import (CURATED_SCHEMA, SETUP_PY, create_pipeline, eval_config,
@@ -51,6 +52,7 @@ def test_curated_schema_by_default_and_user_schema_when_given(tmp_path):
     default = {c.id: c for c in create_pipeline(_config(tmp_path)).components}
     assert default["ImportSchemaGen"].exec_properties["schema_file"] == CURATED_SCHEMA
     mine = str(tmp_path / "my_schema.pbtxt")
+    shutil.copy(CURATED_SCHEMA, mine)
     custom = {c.id: c for c in create_pipeline(_config(tmp_path, schema_path=mine)).components}
     assert custom["ImportSchemaGen"].exec_properties["schema_file"] == mine
 
