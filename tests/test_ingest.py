@@ -440,6 +440,7 @@ def test_output_folder_must_not_be_a_file_or_inside_the_data_root(small_tree, tm
         with pytest.raises(ValueError, match=needle):
             with beam.Pipeline() as p:
                 _ = p | IngestImages(IngestOptions(data_root=str(small_tree)), str(output))
+    assert not (small_tree / "out").exists()  # refused, not created inside the data root
 
 
 def test_manifest_data_root_must_be_a_readable_text_file(tmp_path):

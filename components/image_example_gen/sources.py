@@ -230,6 +230,9 @@ def check_output_dir(data_root: str, output_dir: str) -> None:
     """Creates a local output_dir; raises ValueError when it is a file, cannot be created, or
     lies inside the data root folder (the next run would list its shards, labels.txt and
     report as images)."""
+    if is_inside(output_dir, data_root):
+        raise ValueError(f"output {output_dir!r} is inside data_root={data_root!r}; the next "
+                         "run would ingest its files. Choose a folder outside the data root.")
     if not is_remote(output_dir):
         if os.path.exists(output_dir) and not os.path.isdir(output_dir):
             raise ValueError(f"output {output_dir!r} exists and is not a folder.")
@@ -237,9 +240,6 @@ def check_output_dir(data_root: str, output_dir: str) -> None:
             os.makedirs(output_dir, exist_ok=True)
         except OSError as err:
             raise ValueError(f"output {output_dir!r} cannot be created ({err}).") from err
-    if is_inside(output_dir, data_root):
-        raise ValueError(f"output {output_dir!r} is inside data_root={data_root!r}; the next "
-                         "run would ingest its files. Choose a folder outside the data root.")
 
 
 def _entries(top: str) -> Iterator[tuple[str, str, bool]]:
