@@ -87,6 +87,11 @@ def test_serving_takes_jpeg_and_png_of_any_size_and_names_the_class(exported):
                       (export.EXAMPLES_SIGNATURE, "examples")):  # an empty request
         empty = exported.loaded.signatures[name](**{key: tf.constant([], tf.string)})
         assert empty["probabilities"].shape == (0, 2) and empty["label"].shape == (0,)
+    # A request with undecodable elements names them.
+    images = _images()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not JPEG, PNG.*\[1 3\]"):
+        exported.loaded.signatures[export.SERVING_SIGNATURE](
+            image_bytes=tf.constant([images[0], b"", images[1], b"RIFF....WEBPVP8 "]))
 
 
 @pytest.mark.parametrize("with_label", [True, False])

@@ -166,3 +166,12 @@ def test_corrupt_bytes_raise_in_both_modes():
         _decode_and_resize(bad)
     with pytest.raises(tf.errors.InvalidArgumentError):
         next(iter(tf.data.Dataset.from_tensors(bad).map(_decode_and_resize)))
+
+
+def test_is_decodable_format_checks_magic_bytes_elementwise():
+    image = _gradient(6, 9)
+    good = [_encode(image, fmt) for fmt in ("JPEG", "PNG", "GIF", "BMP")]
+    bad = [b"", b"\xff\xd8", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"II*\x00", b"just text",
+           _encode(image, "WEBP")]
+    got = image_ops.is_decodable_format(tf.constant(good + bad)).numpy().tolist()
+    assert got == [True] * len(good) + [False] * len(bad)

@@ -83,7 +83,15 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT_KEY)])
     def serve_image_bytes(image_bytes):
-        pixels = tf.cast(image_ops.decode_and_resize_batch(image_bytes, image_size), tf.float32)
+        # Name the offending elements: a decode error inside the batch would not.
+        bad = tf.where(tf.logical_not(image_ops.is_decodable_format(image_bytes)))[:, 0]
+        check = tf.debugging.Assert(
+            tf.equal(tf.size(bad), 0),
+            ["image_bytes holds elements that are not JPEG, PNG, GIF or BMP (empty, another "
+             "format, or not an image); their indices:", bad], summarize=20)
+        with tf.control_dependencies([check]):
+            pixels = tf.cast(image_ops.decode_and_resize_batch(image_bytes, image_size),
+                             tf.float32)
         return _outputs(pixels)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT_KEY)])

@@ -40,6 +40,14 @@ def is_jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
     return tf.equal(tf.strings.substr(image_bytes, 0, 3), b"\xff\xd8\xff")
 
 
+def is_decodable_format(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Elementwise bool: the bytes start like JPEG, PNG, GIF or BMP, the formats decoded
+    here (magic bytes only: a truncated file of the right format still passes)."""
+    head = lambda n: tf.strings.substr(image_bytes, 0, n)  # noqa: E731  # shorter if short
+    return ((head(3) == b"\xff\xd8\xff") | (head(8) == b"\x89PNG\r\n\x1a\n")
+            | (head(4) == b"GIF8") | (head(2) == b"BM"))
+
+
 def jpeg_ratio_index(short_side: tf.Tensor, image_size: int) -> tf.Tensor:
     """Index into JPEG_RATIOS of the largest ratio r with short_side // r >= image_size."""
     short_side = tf.cast(short_side, tf.int32)
