@@ -117,7 +117,15 @@ def cmd_ingest(args, beam_argv: list) -> int:
     config = load_config(args.config, overrides)
     output = _abs(args.output)
     beam_argv = beam_argv or list(config.ingest_beam_args)
-    with beam.Pipeline(options=PipelineOptions(beam_argv)) as p:
+    options = PipelineOptions(beam_argv)
+    # Beam drops flags it does not know with a log line; a typo would then run silently
+    # with the default instead.
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                     - set(options.get_all_options()))
+    if unknown:
+        raise ValueError(f"unknown Beam flag(s): {', '.join('--' + u for u in unknown)} "
+                         "(Beam's own flags, e.g. --runner, pass through).")
+    with beam.Pipeline(options=options) as p:
         _ = p | "IngestImages" >> ingest.IngestImages(
             ingest.IngestOptions.from_config(config), output)
     try:

@@ -58,6 +58,15 @@ def test_run_reports_a_data_problem_in_one_line(tmp_path, capsys):
     assert len(lines) == 1 and "need at least 2 classes" in lines[0], lines
 
 
+def test_ingest_rejects_unknown_beam_flags(tmp_path, capsys):
+    os.makedirs(tmp_path / "data" / "a")
+    code = cli.main(["ingest", "--data-root", str(tmp_path / "data"), "--output",
+                     str(tmp_path / "out"), "--direct_running_mode=in_memory", "--bogus-flag=3"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("imgpipe: error: unknown Beam flag(s): --bogus_flag")
+
+
 def test_unknown_run_flag_is_rejected():
     with pytest.raises(SystemExit):
         cli.main(["run", "--data-root", "d", "--workdir", "w", "--bogus"])
