@@ -34,7 +34,7 @@ def _parse_sets(pairs: Sequence[str]) -> dict:
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"imgpipe: --set expects key=value, got {pair!r}")
+            raise ValueError(f"--set expects key=value, got {pair!r}")
         out[key.strip().replace("-", "_")] = value
     return out
 

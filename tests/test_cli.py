@@ -24,9 +24,12 @@ def test_flags_override_base_and_unset_flags_do_not(tmp_path):
     assert config.workdir == os.path.abspath("w") and config.data_root == os.path.abspath("d")
 
 
-def test_set_requires_key_value():
-    with pytest.raises(SystemExit, match="key=value"):
+def test_set_requires_key_value(capsys):
+    with pytest.raises(ValueError, match="key=value"):
         cli._parse_sets(["epochs"])
+    assert cli.main(["run", "--data-root", "d", "--workdir", "w", "--set", "epochs"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "imgpipe: error: --set expects key=value, got 'epochs'"
 
 
 def test_bad_setting_is_a_one_line_error(capsys):
