@@ -36,7 +36,7 @@ CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
 
 
 def is_jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Scalar bool: the bytes start with the JPEG SOI marker and a segment marker."""
+    """Bool (elementwise): the bytes start with the JPEG SOI marker and a segment marker."""
     return tf.equal(tf.strings.substr(image_bytes, 0, 3), b"\xff\xd8\xff")
 
 
@@ -44,7 +44,7 @@ def is_decodable_format(image_bytes: tf.Tensor) -> tf.Tensor:
     """Elementwise bool: the bytes start like JPEG, PNG, GIF or BMP, the formats decoded
     here (magic bytes only: a truncated file of the right format still passes)."""
     head = lambda n: tf.strings.substr(image_bytes, 0, n)  # noqa: E731  # shorter if short
-    return ((head(3) == b"\xff\xd8\xff") | (head(8) == b"\x89PNG\r\n\x1a\n")
+    return (is_jpeg(image_bytes) | (head(8) == b"\x89PNG\r\n\x1a\n")
             | (head(4) == b"GIF8") | (head(2) == b"BM"))
 
 

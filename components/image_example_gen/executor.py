@@ -11,6 +11,7 @@ from tfx.types import artifact_utils
 
 from components.image_example_gen import ingest
 from components.image_example_gen import report as report_lib
+from trainer_module import features
 
 INGEST_OPTIONS_KEY = "ingest_options"
 
@@ -27,7 +28,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             _ = p | "IngestImages" >> ingest.IngestImages(options, examples.uri)
         report = report_lib.finish_output(examples.uri)
         examples.split_names = artifact_utils.encode_split_names(
-            [s for s in ingest.SPLITS if report["per_split"].get(s)])
+            [s for s in features.SPLITS if report["per_split"].get(s)])
         examples_utils.set_payload_format(
             examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
         examples.set_int_custom_property("num_classes", len(report["classes"]))

@@ -72,7 +72,6 @@ import apache_beam as beam
 from components.image_example_gen import image_probe, report, shards, sources
 from trainer_module import features
 
-SPLITS = features.SPLITS
 COMPRESSIONS = ("none", "gzip")
 UNSUPPORTED_POLICIES = ("reencode", "quarantine")
 MAX_FILE_BYTES = 1 << 30  # larger files are quarantined unread ("file_too_large")

@@ -332,10 +332,11 @@ class _ListTopFolders(beam.DoFn):
 
     def __init__(self, pre_split: bool):
         self._pre_split = pre_split
-        self._carve_eval = False
 
-    def _children(self, top: str, rel: str, split: str, depth_name: str) -> Iterable:
-        for name, path, is_dir in _entries(top):
+    def _children(self, entries: Iterable, rel: str, split: str, depth_name: str,
+                  carve_eval: bool) -> Iterable:
+        """`carve_eval`: no validation folder, so train/ files get their split by hash."""
+        for name, path, is_dir in entries:
             child_rel = posixpath.join(rel, name) if rel else name
             problem = name_problem(name)
             if problem:
@@ -347,18 +348,20 @@ class _ListTopFolders(beam.DoFn):
             elif depth_name == "split" and name.lower() not in PRE_SPLIT_DIRS:
                 yield _Folder(path, child_rel, "", "", "unknown_split_folder")
             elif depth_name == "split":
-                split = PRE_SPLIT_DIRS[name.lower()]
-                if split == features.TRAIN_SPLIT and self._carve_eval:
-                    split = ""  # no validation folder: eval comes from train by hash
-                yield from self._children(path, child_rel, split, "class")
+                given = PRE_SPLIT_DIRS[name.lower()]
+                if given == features.TRAIN_SPLIT and carve_eval:
+                    given = ""
+                yield from self._children(_entries(path), child_rel, given, "class", False)
             else:
                 yield _Folder(path, child_rel, normalize_label(name), split, None)
 
     def process(self, data_root: str) -> Iterable:
         top = data_root if is_remote(data_root) else os.path.abspath(data_root)
-        given = {PRE_SPLIT_DIRS.get(name.lower()) for name, _, is_dir in _entries(top) if is_dir}
-        self._carve_eval = self._pre_split and features.EVAL_SPLIT not in given
-        yield from self._children(top, "", "", "split" if self._pre_split else "class")
+        entries = list(_entries(top))
+        splits = {PRE_SPLIT_DIRS.get(name.lower()) for name, _, is_dir in entries if is_dir}
+        carve_eval = self._pre_split and features.EVAL_SPLIT not in splits
+        yield from self._children(entries, "", "", "split" if self._pre_split else "class",
+                                  carve_eval)
 
 
 class _WalkFolder(beam.DoFn):
