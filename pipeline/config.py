@@ -25,6 +25,11 @@ UNSUPPORTED_POLICIES = ("reencode", "quarantine")
 COMPRESSIONS = ("none", "gzip")
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+BEAM_RUNNERS = ("direct", "dataflow")
+# Component ids of create_pipeline, the keys `resources` may name.
+COMPONENTS = ("ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+              "Transform", "Trainer", "Evaluator", "Pusher")
+_RESOURCE_KEYS = ("cpu", "memory")
 
 
 @dataclasses.dataclass
@@ -83,6 +88,25 @@ class PipelineConfig:
 
     enable_cache: bool = True  # TFX step caching
 
+    # Kubeflow Pipelines / Vertex AI (`imgpipe compile|submit|schedule`; local runs ignore them).
+    image: str = ""  # container image of every task (build it from kubeflow/Dockerfile)
+    # Per component id (see COMPONENTS): {"Trainer": {"cpu": 8, "memory": "32G"}}; memory in
+    # G (or a number of GB), cpu in cores. In YAML a mapping; with --set, a YAML/JSON string.
+    resources: dict = dataclasses.field(default_factory=dict)
+    # One accelerator name for both targets, Vertex style (NVIDIA_TESLA_T4, NVIDIA_L4,
+    # NVIDIA_TESLA_A100, TPU_V3, ...); kubeflow/targets.py maps it (KFP: nvidia.com/gpu).
+    trainer_accelerator: Optional[str] = None
+    trainer_accelerator_count: int = 0
+    beam_runner: str = "direct"  # one of BEAM_RUNNERS, for the Beam components when compiled
+    gcp_project: Optional[str] = None  # Dataflow and Vertex custom training
+    gcp_region: Optional[str] = None
+    dataflow_temp_location: Optional[str] = None  # gs://bucket/tmp for Dataflow
+    # Vertex only: run the Trainer as a Vertex AI custom job (TFX's Google Cloud Trainer
+    # extension) on this machine type, with trainer_accelerator and replicas.
+    vertex_training: bool = False
+    vertex_machine_type: str = "n1-standard-8"
+    vertex_replica_count: int = 1  # >1 adds a worker pool (MultiWorkerMirroredStrategy)
+
     @property
     def pipeline_root(self) -> str:
         return os.path.join(self.workdir, "pipeline_root")
@@ -102,6 +126,15 @@ class PipelineConfig:
         _choice("compression", self.compression, COMPRESSIONS)
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("beam_runner", self.beam_runner, BEAM_RUNNERS)
+        self.resources = _check_resources(self.resources)
+        if self.trainer_accelerator_count < 0 or self.vertex_replica_count < 1:
+            raise ValueError("trainer_accelerator_count must be >= 0 and "
+                             "vertex_replica_count >= 1.")
+        if bool(self.trainer_accelerator) != (self.trainer_accelerator_count > 0):
+            raise ValueError(f"trainer_accelerator={self.trainer_accelerator!r} with "
+                             f"trainer_accelerator_count={self.trainer_accelerator_count}: "
+                             "set both (a type and a count >= 1) or neither.")
         if not self.data_root:
             raise ValueError("data_root is empty: give the image folder or CSV manifest "
                                               "(--data-root or data_root: in the YAML).")
@@ -110,7 +143,13 @@ class PipelineConfig:
         if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
             raise ValueError(f"workdir={self.workdir!r} exists and is not a folder.")
         from components.image_example_gen import sources  # pylint: disable=g-import-not-at-top
-        if sources.is_inside(self.workdir, self.data_root):
+        # Remote roots are compared as strings: validating must not call the storage service.
+        remote_root = self.data_root.rstrip("/")
+        if (sources.is_remote(self.data_root) and (
+                self.workdir.rstrip("/") == remote_root
+                or self.workdir.startswith(remote_root + "/"))) or (
+                    not sources.is_remote(self.data_root)
+                    and sources.is_inside(self.workdir, self.data_root)):
             raise ValueError(f"workdir={self.workdir!r} is inside data_root="
                              f"{self.data_root!r}; the next run would ingest its files. "
                              "Choose a workdir outside the data root.")
@@ -179,6 +218,40 @@ class PipelineConfig:
         return {k: getattr(self, k) for k in keys}
 
 
+def memory_gb(value: Any) -> float:
+    """'32G', '512M', '16Gi' or a number of GB -> GB as a float (what ResourceSpec takes)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9.]+)\s*([GgMm])i?[Bb]?\s*", str(value))
+        if not match:
+            raise ValueError(f"memory={value!r}: give e.g. 16G, 512M or a number of GB.")
+        number = float(match.group(1)) / (1024 if match.group(2) in "Mm" else 1)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"memory={value!r}: must be > 0.")
+    return number
+
+
+def _check_resources(resources: Any) -> dict:
+    if not isinstance(resources, dict):
+        raise ValueError(f"resources={resources!r}: must be a mapping of component id to "
+                         "{cpu: N, memory: 16G}.")
+    for component, spec in resources.items():
+        if component not in COMPONENTS:
+            raise ValueError(f"resources: unknown component {component!r}; one of "
+                             f"{', '.join(COMPONENTS)}.")
+        if not isinstance(spec, dict) or not spec or set(spec) - set(_RESOURCE_KEYS):
+            raise ValueError(f"resources.{component}={spec!r}: give cpu and/or memory, "
+                             "e.g. {cpu: 4, memory: 16G}.")
+        cpu = spec.get("cpu")
+        if cpu is not None and (isinstance(cpu, bool) or not isinstance(cpu, (int, float))
+                                or not 0 < cpu < math.inf):
+            raise ValueError(f"resources.{component}.cpu={cpu!r}: must be a number > 0.")
+        if "memory" in spec:
+            memory_gb(spec["memory"])
+    return resources
+
+
 def _choice(name: str, value: Any, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r}: must be one of {', '.join(allowed)}.")
@@ -190,6 +263,13 @@ _FIELDS = {f.name: f for f in dataclasses.fields(PipelineConfig)}
 def _coerce(name: str, value: Any) -> Any:
     """Converts strings (from CLI/env) to the field's type; passes other values through."""
     default = _FIELDS[name].default
+    if name == "resources":
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise ValueError(f"resources={value!r}: not a YAML/JSON mapping.") from err
+        return value if value is not None else {}
     if _FIELDS[name].default_factory is not dataclasses.MISSING:  # list fields
         if isinstance(value, str):
             return value.split()

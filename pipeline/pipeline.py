@@ -7,35 +7,36 @@ and runner settings.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Union
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.orchestration import data_types
 
 from components.image_example_gen import ImageExampleGen, IngestOptions
+from components.image_trainer.component import ImageTrainer
 from pipeline.config import PipelineConfig
 from trainer_module import export, features
 
-CURATED_SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema",
-                              "schema.pbtxt")
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CURATED_SCHEMA_REL = os.path.join("pipeline", "schema", "schema.pbtxt")
+CURATED_SCHEMA = os.path.join(PROJECT_DIR, CURATED_SCHEMA_REL)
+SETUP_PY = os.path.join(PROJECT_DIR, "setup.py")
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
-
-
-SETUP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "setup.py")
+BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
 _DEPENDENCY_FLAGS = ("--setup_file", "--extra_package", "--requirements_file",
                      "--sdk_container_image", "--worker_harness_container_image")
 
 
-def with_dependency_flag(beam_args: list) -> list:
+def with_dependency_flag(beam_args: list, setup_py: str = SETUP_PY) -> list:
     """Adds --setup_file=<this project> unless the args already say how workers get our code.
 
     Without one, TFX builds a throwaway sdist of itself for every Beam component run.
     """
     if not beam_args or any(a.startswith(_DEPENDENCY_FLAGS) for a in beam_args):
         return list(beam_args)
-    return [*beam_args, f"--setup_file={SETUP_PY}"]
+    return [*beam_args, f"--setup_file={setup_py}"]
 
 
 def ingest_options(config: PipelineConfig) -> IngestOptions:
@@ -63,23 +64,40 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 def create_pipeline(config: PipelineConfig, *,
                     metadata_connection_config: Optional[object] = None,
-                    beam_pipeline_args: Optional[list] = None) -> tfx.dsl.Pipeline:
+                    beam_pipeline_args: Optional[list] = None,
+                    ingest_beam_args: Optional[list] = None,
+                    data_root: Optional[Union[str, data_types.RuntimeParameter]] = None,
+                    epochs: Optional[Union[int, data_types.RuntimeParameter]] = None,
+                    with_baseline: bool = True,
+                    project_dir: str = PROJECT_DIR,
+                    vertex_training_args: Optional[dict] = None) -> tfx.dsl.Pipeline:
     """Wires ingest -> stats -> schema -> validation -> Transform -> Trainer -> Evaluator -> Pusher.
 
     Args:
       config: validated settings.
       metadata_connection_config: MLMD connection; None lets the orchestrator supply one.
       beam_pipeline_args: overrides `config.beam_pipeline_args` (runners add e.g. Dataflow).
+      ingest_beam_args: overrides `config.ingest_beam_args`.
+      data_root, epochs: override the config's values; either may be a RuntimeParameter.
+      with_baseline: resolve the latest blessed model as the Evaluator's baseline (the
+        change threshold). Off for Kubeflow, whose backend cannot run Resolver nodes.
+      project_dir: where this project lives where the pipeline runs (the curated schema and
+        setup.py are found there); the container image's folder for Kubeflow/Vertex.
+      vertex_training_args: when given, the Trainer runs as a Vertex AI custom job with these
+        `ai_platform_training_args` (TFX's Google Cloud Trainer extension).
     """
+    setup_py = os.path.join(project_dir, "setup.py")
     # Images -> encoded-bytes tf.Examples, with a quarantine report and the label vocabulary.
-    example_gen = ImageExampleGen(options=ingest_options(config))
-    example_gen.with_beam_pipeline_args(with_dependency_flag(config.ingest_beam_args))
+    example_gen = ImageExampleGen(options=ingest_options(config), data_root=data_root)
+    example_gen.with_beam_pipeline_args(with_dependency_flag(
+        config.ingest_beam_args if ingest_beam_args is None else ingest_beam_args, setup_py))
 
     # Dataset statistics, for the schema check and for people reading the data.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
 
     # A curated schema: inferred ones mistype labels.
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path or CURATED_SCHEMA)
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=config.schema_path or os.path.join(project_dir, CURATED_SCHEMA_REL))
 
     # Anomalies against the curated schema (wrong formats, missing features, bad channels).
     example_validator = tfx.components.ExampleValidator(
@@ -97,26 +115,29 @@ def create_pipeline(config: PipelineConfig, *,
                           eval_steps=config.eval_steps)
     total_steps = config.train_steps * (config.epochs + config.fine_tune_epochs) \
         if config.train_steps else 0
-    trainer = tfx.components.Trainer(
+    if vertex_training_args is not None:
+        trainer_config.update(vertex_training_args)
+    trainer = ImageTrainer(
         run_fn=RUN_FN, examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=total_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps or 0),
-        custom_config=trainer_config)
+        custom_config=trainer_config, epochs=epochs,
+        vertex=vertex_training_args is not None).with_id("Trainer")
 
     # The latest blessed model is the baseline for the change threshold.
     baseline = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id(BASELINE_RESOLVER_ID) if with_baseline else None
 
     # TFMA on the raw eval split through the from_examples signature; blesses or not.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"], eval_config=eval_config(config),
-        example_splits=[features.EVAL_SPLIT])
+        baseline_model=baseline.outputs["model"] if baseline else None,
+        eval_config=eval_config(config), example_splits=[features.EVAL_SPLIT])
 
     # Only a blessed model reaches workdir/serving/<version>/.
     pusher = tfx.components.Pusher(
@@ -128,9 +149,10 @@ def create_pipeline(config: PipelineConfig, *,
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                    trainer, baseline, evaluator, pusher],
+        components=[c for c in (example_gen, statistics_gen, schema_gen, example_validator,
+                                transform, trainer, baseline, evaluator, pusher) if c],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=with_dependency_flag(
-            config.beam_pipeline_args if beam_pipeline_args is None else beam_pipeline_args))
+            config.beam_pipeline_args if beam_pipeline_args is None else beam_pipeline_args,
+            setup_py))

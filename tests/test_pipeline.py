@@ -39,7 +39,7 @@ def test_wiring_uses_dotted_paths_not_module_files(tmp_path):
     assert '"image_size": 64' in transform["custom_config"]
     assert by_id["Transform"].exec_properties["force_tf_compat_v1"] == 0
     trainer = by_id["Trainer"].exec_properties
-    assert trainer["run_fn"] == "trainer_module.train.run_fn" and trainer["module_file"] is None
+    assert trainer["run_fn"] == "trainer_module.train.run_fn" and trainer.get("module_file") is None
     # materialize=False: no transformed examples output, so no decoded pixels on disk.
     assert "transformed_examples" not in by_id["Transform"].outputs
     # Evaluator reads the raw eval split; Pusher targets workdir/serving.

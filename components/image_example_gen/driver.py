@@ -19,6 +19,13 @@ from components.image_example_gen import sources
 
 INGEST_OPTIONS_KEY = "ingest_options"
 INPUT_FINGERPRINT_KEY = "input_fingerprint"
+DATA_ROOT_KEY = "data_root"
+
+
+def data_root(exec_properties) -> str:
+    """The data root a run ingests: the `data_root` property if set, else the options'."""
+    return exec_properties.get(DATA_ROOT_KEY) or \
+        json.loads(exec_properties[INGEST_OPTIONS_KEY])["data_root"]
 
 
 class FingerprintDriver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
@@ -31,8 +38,7 @@ class FingerprintDriver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
     def run(self, execution_info: data_types.ExecutionInfo) -> driver_output_pb2.DriverOutput:
         result = driver_output_pb2.DriverOutput()
         props = dict(execution_info.exec_properties)
-        options = json.loads(props[INGEST_OPTIONS_KEY])
-        props[INPUT_FINGERPRINT_KEY] = sources.fingerprint(options["data_root"])
+        props[INPUT_FINGERPRINT_KEY] = sources.fingerprint(data_root(props))
         for key, value in props.items():
             if value is not None:
                 data_types_utils.set_metadata_value(result.exec_properties[key], value)

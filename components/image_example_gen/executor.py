@@ -1,6 +1,7 @@
 """ImageExampleGen executor: runs `IngestImages` into the Examples artifact and checks the result."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, List
 
 from tfx import types
@@ -9,11 +10,10 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
-from components.image_example_gen import ingest
+from components.image_example_gen import driver, ingest
 from components.image_example_gen import report as report_lib
 from trainer_module import features
 
-INGEST_OPTIONS_KEY = "ingest_options"
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -22,7 +22,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        options = ingest.IngestOptions.from_json(exec_properties[INGEST_OPTIONS_KEY])
+        options = dataclasses.replace(
+            ingest.IngestOptions.from_json(exec_properties[driver.INGEST_OPTIONS_KEY]),
+            data_root=driver.data_root(exec_properties))
         examples = artifact_utils.get_single_instance(output_dict["examples"])
         with self._make_beam_pipeline() as p:
             _ = p | "IngestImages" >> ingest.IngestImages(options, examples.uri)

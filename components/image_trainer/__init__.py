@@ -1,0 +1,1 @@
+"""ImageTrainer: the stock TFX Trainer plus an `epochs` execution parameter (see component.py)."""

@@ -1,0 +1,149 @@
+"""Compiles `create_pipeline(config)` for Kubeflow Pipelines v2 or Vertex AI Pipelines.
+
+The same pipeline as the local runner, plus what only a cluster run needs:
+- `data_root` and `epochs` become run-time parameters (their defaults: the config's);
+- every task runs in `config.image`, where the project lives at targets.IMAGE_PROJECT_DIR;
+- per-component CPU/memory (`resources`) and the Trainer's accelerator as ResourceSpecs;
+- with `beam_runner: dataflow`, the Beam components run on Dataflow, with the same image
+  as the SDK container (its Beam version is the launcher's);
+- with `vertex_training` (Vertex only), the Trainer runs as a Vertex AI custom job.
+Target differences are applied afterwards by `targets.finalize`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+import yaml
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx import v1 as tfx
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2_runner
+
+from kubeflow import targets
+from pipeline.config import PipelineConfig, memory_gb
+from pipeline.pipeline import create_pipeline
+
+ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+
+
+def dataflow_args(config: PipelineConfig) -> list:
+    """Beam args that send a Beam component to Dataflow, workers on `config.image`.
+
+    Raises:
+      ValueError: naming the settings Dataflow needs that are unset.
+    """
+    needed = {"gcp_project": config.gcp_project, "gcp_region": config.gcp_region,
+              "dataflow_temp_location": config.dataflow_temp_location, "image": config.image}
+    missing = [k for k, v in needed.items() if not v]
+    if missing:
+        raise ValueError(f"beam_runner=dataflow needs {', '.join(missing)}.")
+    return ["--runner=DataflowRunner", f"--project={config.gcp_project}",
+            f"--region={config.gcp_region}", f"--temp_location={config.dataflow_temp_location}",
+            f"--sdk_container_image={config.image}", "--experiments=use_runner_v2"]
+
+
+def vertex_training_args(config: PipelineConfig) -> Dict[str, Any]:
+    """custom_config entries of TFX's Google Cloud Trainer extension (a Vertex custom job)."""
+    if not (config.gcp_project and config.gcp_region):
+        raise ValueError("vertex_training needs gcp_project and gcp_region.")
+    machine = {"machine_type": config.vertex_machine_type}
+    if config.trainer_accelerator:
+        machine.update(accelerator_type=targets.accelerator(targets.VERTEX,
+                                                            config.trainer_accelerator),
+                       accelerator_count=config.trainer_accelerator_count)
+    pool = {"machine_spec": machine, "replica_count": 1,
+            "container_spec": {"image_uri": config.image}}
+    pools = [pool]
+    if config.vertex_replica_count > 1:
+        pools.append(dict(pool, replica_count=config.vertex_replica_count - 1))
+    return {"ai_platform_enable_vertex": True, "ai_platform_vertex_region": config.gcp_region,
+            "ai_platform_training_args": {"project": config.gcp_project,
+                                          "worker_pool_specs": pools}}
+
+
+def resource_spec(config: PipelineConfig, component_id: str,
+                  target: str) -> Optional[ResourceSpec]:
+    """The ResourceSpec of one task from `resources` and the Trainer accelerator, or None."""
+    wanted = config.resources.get(component_id, {})
+    spec = ResourceSpec()
+    if "cpu" in wanted:
+        spec.cpu_limit = float(wanted["cpu"])
+    if "memory" in wanted:
+        spec.memory_limit = memory_gb(wanted["memory"])
+    # Under vertex_training the Trainer task only launches the custom job; the accelerator
+    # belongs to the job's worker pool.
+    if component_id == targets.TRAINER_TASK and config.trainer_accelerator \
+            and not config.vertex_training:
+        spec.accelerator.type = targets.accelerator(target, config.trainer_accelerator)
+        spec.accelerator.count = config.trainer_accelerator_count
+    return spec if spec.ByteSize() else None
+
+
+def build(config: PipelineConfig, target: str) -> tfx.dsl.Pipeline:
+    """create_pipeline for `target`: runtime parameters, image paths, resources, Beam args."""
+    targets.check_target(target)
+    targets.check_pipeline_name(config.pipeline_name)
+    if not config.image:
+        raise ValueError("no container image: pass --image (or image: in the config); build "
+                         "it from kubeflow/Dockerfile. The stock TFX image lacks this project.")
+    if config.vertex_training and target != targets.VERTEX:
+        raise ValueError("vertex_training runs the Trainer as a Vertex AI custom job; "
+                         "it needs --target vertex.")
+    beam_args = ingest_args = None
+    if config.beam_runner == "dataflow":
+        beam_args = [*dataflow_args(config), *config.beam_pipeline_args]
+        ingest_args = beam_args
+    pipeline = create_pipeline(
+        config,
+        data_root=tfx.dsl.experimental.RuntimeParameter(
+            name="data_root", ptype=str, default=config.data_root),
+        epochs=tfx.dsl.experimental.RuntimeParameter(
+            name="epochs", ptype=int, default=config.epochs),
+        with_baseline=targets.supports_resolver(target),
+        project_dir=targets.IMAGE_PROJECT_DIR,
+        beam_pipeline_args=beam_args, ingest_beam_args=ingest_args,
+        vertex_training_args=vertex_training_args(config) if config.vertex_training else None)
+    for component in pipeline.components:
+        spec = resource_spec(config, component.id, target)
+        if spec is not None:
+            component.with_platform_config(spec)
+    return pipeline
+
+
+def compile_pipeline(config: PipelineConfig, target: str,
+                     output: Optional[str] = None) -> Dict[str, Any]:
+    """Compiles for `target`; writes `output` when given (YAML for kubeflow, JSON for vertex).
+
+    Returns:
+      The PipelineJob dict (for kubeflow the file holds only its `pipelineSpec`).
+    Raises:
+      ValueError: settings the target cannot take (one line, naming them).
+    """
+    pipeline = build(config, target)
+    runner = v2_runner.KubeflowV2DagRunner(v2_runner.KubeflowV2DagRunnerConfig(
+        display_name=config.pipeline_name, default_image=config.image,
+        default_commands=list(targets.ENTRYPOINT), use_pipeline_spec_2_1=True))
+    job = runner.run(pipeline, write_out=False)
+    targets.finalize(
+        job, target, pipeline_root=config.pipeline_root,
+        parameter_defaults={"data_root": config.data_root, "epochs": config.epochs},
+        accelerator_type=(targets.accelerator(target, config.trainer_accelerator)
+                          if config.trainer_accelerator else None))
+    if output:
+        write(job, target, output)
+    return job
+
+
+def write(job: Dict[str, Any], target: str, output: str) -> None:
+    """Writes the file each backend takes: a bare PipelineSpec YAML, or PipelineJob JSON."""
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        if target == targets.KUBEFLOW:
+            f.write(f"# imgpipe pipeline for Kubeflow Pipelines v2 (schema "
+                    f"{targets.SCHEMA_VERSION}); run-time parameters: "
+                    f"{', '.join(targets.RUNTIME_PARAMETERS)}\n")
+            yaml.safe_dump(job["pipelineSpec"], f, sort_keys=True)
+        else:
+            json.dump(job, f, sort_keys=True, indent=1)
