@@ -4,6 +4,11 @@
                  [--batch-size N] [--train-steps N] [--set key=value ...]
   imgpipe demo   [--workdir W]        generate an offline dataset, then `run` on it
   imgpipe ingest --data-root D --output O [ingest flags] [Beam flags, e.g. --runner ...]
+  imgpipe compile  --target kubeflow|vertex --output FILE --image IMAGE --data-root URI
+                   --pipeline-root URI [--config F] [--set key=value ...]
+  imgpipe submit   --target kubeflow --host URL | --target vertex --project P --region R
+                   (--package FILE | compile flags) [--data-root URI] [--epochs N]
+  imgpipe schedule --cron "0 3 * * *" [--timezone Z] --name N  + the submit flags
 
 Flags override the YAML config; `--set` reaches any PipelineConfig field.
 """
@@ -139,6 +144,93 @@ def cmd_ingest(args, beam_argv: list) -> int:
     return 0
 
 
+def _remote_config(args):
+    """The config a compiled pipeline is built from: --pipeline-root is its work root."""
+    from pipeline.config import load_config  # pylint: disable=g-import-not-at-top
+    overrides = _parse_sets(args.set)
+    for key in ("image", "data_root", "epochs"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    if args.pipeline_root:
+        overrides["workdir"] = args.pipeline_root.rstrip("/")
+    return load_config(args.config, overrides)
+
+
+def cmd_compile(args) -> int:
+    from kubeflow import compiler  # pylint: disable=g-import-not-at-top
+    config = _remote_config(args)
+    if not args.pipeline_root and "://" not in config.workdir:
+        raise ValueError("--pipeline-root is required: a gs:// (Vertex) or gs://, minio:// "
+                         "or s3:// (Kubeflow) folder every task can write.")
+    compiler.compile_pipeline(config, args.target, args.output)
+    print(f"imgpipe: compiled for {args.target}: {args.output} (image {config.image}; "
+          f"run-time parameters data_root={config.data_root}, epochs={config.epochs})")
+    return 0
+
+
+def _package(args) -> str:
+    """--package, or a package compiled now from the compile flags."""
+    if args.package:
+        return args.package
+    import tempfile  # pylint: disable=g-import-not-at-top
+    args.output = os.path.join(tempfile.mkdtemp(prefix="imgpipe-"), "pipeline." + (
+        "yaml" if args.target == "kubeflow" else "json"))
+    cmd_compile(args)
+    return args.output
+
+
+def _run_parameters(args) -> dict:
+    return {k: v for k, v in (("data_root", args.data_root), ("epochs", args.epochs))
+            if v is not None}
+
+
+def cmd_submit(args, schedule: bool = False) -> int:
+    from kubeflow import client  # pylint: disable=g-import-not-at-top
+    package = _package(args)
+    params = _run_parameters(args)
+    if args.target == "kubeflow":
+        if not args.host:
+            raise ValueError("--target kubeflow needs --host URL (the KFP API endpoint).")
+        common = dict(parameters=params, experiment=args.experiment, namespace=args.namespace)
+        if schedule:
+            ident = client.schedule_kubeflow(package, args.host, cron=args.cron, name=args.name,
+                                             timezone=args.timezone, **common)
+        else:
+            ident = client.submit_kubeflow(package, args.host, run_name=args.name, **common)
+    else:
+        common = dict(project=args.project, region=args.region, parameters=params,
+                      service_account=args.service_account)
+        if schedule:
+            ident = client.schedule_vertex(package, cron=args.cron, name=args.name,
+                                           timezone=args.timezone, **common)
+        else:
+            ident = client.submit_vertex(package, display_name=args.name, **common)
+    what = "schedule" if schedule else "run"
+    print(f"imgpipe: {args.target} {what} created: {ident}")
+    return 0
+
+
+def _add_remote_flags(parser: argparse.ArgumentParser, submit: bool) -> None:
+    parser.add_argument("--target", required=True, choices=("kubeflow", "vertex"))
+    parser.add_argument("--config", help="YAML file of PipelineConfig fields")
+    parser.add_argument("--image", help="container image built from kubeflow/Dockerfile")
+    parser.add_argument("--data-root", help="image folder or CSV manifest URI "
+                        "(a run-time parameter: the default, or this run's value)")
+    parser.add_argument("--pipeline-root", help="gs:// (or minio://, s3://) work root: "
+                        "artifacts under URI/pipeline_root, pushed models under URI/serving")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    if not submit:
+        return
+    parser.add_argument("--package", help="a file from imgpipe compile (else compiled now)")
+    parser.add_argument("--epochs", type=int, help="run-time parameter for this run")
+    parser.add_argument("--host", help="Kubeflow: KFP API URL")
+    parser.add_argument("--namespace", help="Kubeflow: namespace of a multi-user deployment")
+    parser.add_argument("--experiment", default="imgpipe", help="Kubeflow: experiment name")
+    parser.add_argument("--project", help="Vertex: Google Cloud project")
+    parser.add_argument("--region", help="Vertex: region, e.g. us-central1")
+    parser.add_argument("--service-account", help="Vertex: service account the run uses")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="imgpipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,16 +252,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ingest.add_argument("--config", help="YAML file (ingest fields are used)")
     ingest.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
+    compile_ = sub.add_parser("compile", help="compile for Kubeflow Pipelines or Vertex AI")
+    _add_remote_flags(compile_, submit=False)
+    compile_.add_argument("--output", required=True,
+                          help="pipeline.yaml (kubeflow) or pipeline.json (vertex)")
+
+    submit = sub.add_parser("submit", help="start a run on Kubeflow Pipelines or Vertex AI")
+    _add_remote_flags(submit, submit=True)
+    submit.add_argument("--name", help="run name")
+
+    schedule = sub.add_parser("schedule", help="create a recurring run (cron)")
+    _add_remote_flags(schedule, submit=True)
+    schedule.add_argument("--cron", required=True,
+                          help='5-field cron, e.g. "0 3 * * *" (converted per target)')
+    schedule.add_argument("--timezone", help="IANA zone, e.g. Europe/Berlin (Vertex only)")
+    schedule.add_argument("--name", required=True, help="schedule name")
+
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "ingest":
             return cmd_ingest(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command in ("compile", "submit", "schedule"):
+            return {"compile": cmd_compile, "submit": cmd_submit,
+                    "schedule": lambda a: cmd_submit(a, schedule=True)}[args.command](args)
         return cmd_run(args) if args.command == "run" else cmd_demo(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"imgpipe: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if args.command not in ("submit", "schedule"):
+            raise
+        print(f"imgpipe: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
