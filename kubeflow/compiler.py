@@ -59,7 +59,7 @@ def vertex_training_args(config: PipelineConfig) -> Dict[str, Any]:
         pools.append(dict(pool, replica_count=config.vertex_replica_count - 1))
     return {"ai_platform_enable_vertex": True, "ai_platform_vertex_region": config.gcp_region,
             "ai_platform_training_args": {"project": config.gcp_project,
-                                          "worker_pool_specs": pools}}
+                                          "job_spec": {"worker_pool_specs": pools}}}
 
 
 def resource_spec(config: PipelineConfig, component_id: str,

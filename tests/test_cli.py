@@ -80,3 +80,21 @@ def test_latest_pushed_model(tmp_path):
     for version in ("9", "10", "tmp"):
         (tmp_path / version).mkdir()
     assert cli.latest_pushed_model(str(tmp_path)) == str(tmp_path / "10")
+
+
+def test_compile_writes_the_package_and_refuses_missing_settings(tmp_path, capsys):
+    out = tmp_path / "p.yaml"
+    base = ["compile", "--target", "kubeflow", "--output", str(out),
+            "--data-root", "gs://bucket/data"]
+    assert cli.main([*base, "--pipeline-root", "gs://bucket/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imgpipe: error: no container image") and "\n" not in err
+    assert cli.main([*base, "--image", "reg/imgpipe:1"]) == 2
+    assert "--pipeline-root is required" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli.main([*base, "--image", "reg/imgpipe:1", "--pipeline-root",
+                     "gs://bucket/run", "--set", "epochs=3"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"imgpipe: compiled for kubeflow: {out} (image reg/imgpipe:1; run-time parameters "
+        "data_root=gs://bucket/data, epochs=3)")
+    assert "defaultPipelineRoot: gs://bucket/run/pipeline_root" in out.read_text()

@@ -193,7 +193,8 @@ def test_vertex_training_job_worker_pools(tmp_path):
         "runtimeValue"]["constant"])
     assert custom["ai_platform_enable_vertex"] is True
     assert custom["ai_platform_vertex_region"] == "us-central1"
-    pools = custom["ai_platform_training_args"]["worker_pool_specs"]
+    pools = custom["ai_platform_training_args"]["job_spec"]["worker_pool_specs"]
+    assert custom["ai_platform_training_args"]["project"] == "my-proj"
     assert [p["replica_count"] for p in pools] == [1, 2]
     assert pools[0]["machine_spec"] == {"machine_type": "n1-highmem-16",
                                         "accelerator_type": "NVIDIA_TESLA_T4",

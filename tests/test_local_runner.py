@@ -19,8 +19,9 @@ from pipeline import demo_data
 from pipeline.local_runner import config_from_env
 
 VENV_BIN = os.path.dirname(sys.executable)
+# Execution type short names in MLMD; the node with id "Trainer" is an ImageTrainer.
 COMPONENTS = ("ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "Transform", "Trainer", "Evaluator", "Pusher")
+              "Transform", "ImageTrainer", "Evaluator", "Pusher")
 CLASSES = ("circle", "square", "triangle")
 
 
