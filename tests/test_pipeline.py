@@ -74,3 +74,13 @@ def test_dependency_flag_added_once():
         "--direct_num_workers=2", f"--setup_file={SETUP_PY}"]
     given = ["--runner=DataflowRunner", "--sdk_container_image=img"]
     assert with_dependency_flag(given) == given
+
+
+def test_target_options_without_baseline_and_with_an_image_project_dir(tmp_path):
+    pipeline = create_pipeline(_config(tmp_path), with_baseline=False, project_dir="/opt/x")
+    by_id = {c.id: c for c in pipeline.components}
+    assert "latest_blessed_model_resolver" not in by_id
+    assert "baseline_model" not in by_id["Evaluator"].inputs
+    assert by_id["ImportSchemaGen"].exec_properties["schema_file"] == \
+        "/opt/x/pipeline/schema/schema.pbtxt"
+    assert "--setup_file=/opt/x/setup.py" in by_id["ImageExampleGen"].executor_spec.beam_pipeline_args
