@@ -127,7 +127,7 @@ def compile_pipeline(config: PipelineConfig, target: str,
     job = runner.run(pipeline, write_out=False)
     targets.finalize(
         job, target, pipeline_root=config.pipeline_root,
-        parameter_defaults={"data_root": config.data_root, "epochs": config.epochs},
+        parameter_defaults={n: getattr(config, n) for n in targets.RUNTIME_PARAMETERS},
         accelerator_type=(targets.accelerator(target, config.trainer_accelerator)
                           if config.trainer_accelerator else None))
     if output:

@@ -40,7 +40,7 @@ ENTRYPOINT = ["python", "-m", "kubeflow.entrypoint"]
 IMAGE_PROJECT_DIR = "/opt/imgpipe"  # where kubeflow/Dockerfile puts the project
 INGEST_TASK = "ImageExampleGen"
 TRAINER_TASK = "Trainer"
-# The run-time parameters of the compiled pipeline: name -> PipelineConfig field.
+# The run-time parameters of the compiled pipeline, named as their PipelineConfig fields.
 RUNTIME_PARAMETERS = ("data_root", "epochs")
 ARTIFACT_TYPES_FLAG = "--artifact_types"
 
