@@ -127,9 +127,7 @@ def compile_pipeline(config: PipelineConfig, target: str,
     job = runner.run(pipeline, write_out=False)
     targets.finalize(
         job, target, pipeline_root=config.pipeline_root,
-        parameter_defaults={n: getattr(config, n) for n in targets.RUNTIME_PARAMETERS},
-        accelerator_type=(targets.accelerator(target, config.trainer_accelerator)
-                          if config.trainer_accelerator else None))
+        parameter_defaults={n: getattr(config, n) for n in targets.RUNTIME_PARAMETERS})
     if output:
         write(job, target, output)
     return job

@@ -180,7 +180,7 @@ def artifact_types(component: dict) -> Dict[str, str]:
 
 
 def finalize(job: Dict[str, Any], target: str, *, parameter_defaults: Dict[str, Any],
-             pipeline_root: str, accelerator_type: Optional[str] = None) -> Dict[str, Any]:
+             pipeline_root: str) -> Dict[str, Any]:
     """Applies the target's differences to a compiled PipelineJob dict, in place.
 
     Args:
@@ -188,7 +188,6 @@ def finalize(job: Dict[str, Any], target: str, *, parameter_defaults: Dict[str, 
       target: kubeflow or vertex.
       parameter_defaults: default of every run-time parameter.
       pipeline_root: where artifacts go (gs://, minio://, s3://).
-      accelerator_type: the target's name for the Trainer's accelerator, already mapped.
     Returns:
       `job` (for kubeflow, callers write only `job["pipelineSpec"]`).
     Raises:
@@ -219,9 +218,6 @@ def finalize(job: Dict[str, Any], target: str, *, parameter_defaults: Dict[str, 
             raise RuntimeError(f"{name} does not run {' '.join(ENTRYPOINT)}.")
         container["args"] = [*container.get("args", []), ARTIFACT_TYPES_FLAG,
                              json.dumps(artifact_types(component), sort_keys=True)]
-        accel = container.get("resources", {}).get("accelerator")
-        if name == TRAINER_TASK and accel and accelerator_type:
-            accel["type"] = accelerator_type
 
     if target == KUBEFLOW:
         spec["defaultPipelineRoot"] = pipeline_root

@@ -127,7 +127,7 @@ class PipelineConfig:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("beam_runner", self.beam_runner, BEAM_RUNNERS)
-        self.resources = _check_resources(self.resources)
+        _check_resources(self.resources)
         if self.trainer_accelerator_count < 0 or self.vertex_replica_count < 1:
             raise ValueError("trainer_accelerator_count must be >= 0 and "
                              "vertex_replica_count >= 1.")
@@ -143,13 +143,7 @@ class PipelineConfig:
         if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
             raise ValueError(f"workdir={self.workdir!r} exists and is not a folder.")
         from components.image_example_gen import sources  # pylint: disable=g-import-not-at-top
-        # Remote roots are compared as strings: validating must not call the storage service.
-        remote_root = self.data_root.rstrip("/")
-        if (sources.is_remote(self.data_root) and (
-                self.workdir.rstrip("/") == remote_root
-                or self.workdir.startswith(remote_root + "/"))) or (
-                    not sources.is_remote(self.data_root)
-                    and sources.is_inside(self.workdir, self.data_root)):
+        if sources.is_inside(self.workdir, self.data_root):
             raise ValueError(f"workdir={self.workdir!r} is inside data_root="
                              f"{self.data_root!r}; the next run would ingest its files. "
                              "Choose a workdir outside the data root.")
@@ -232,7 +226,7 @@ def memory_gb(value: Any) -> float:
     return number
 
 
-def _check_resources(resources: Any) -> dict:
+def _check_resources(resources: Any) -> None:
     if not isinstance(resources, dict):
         raise ValueError(f"resources={resources!r}: must be a mapping of component id to "
                          "{cpu: N, memory: 16G}.")
@@ -249,7 +243,6 @@ def _check_resources(resources: Any) -> dict:
             raise ValueError(f"resources.{component}.cpu={cpu!r}: must be a number > 0.")
         if "memory" in spec:
             memory_gb(spec["memory"])
-    return resources
 
 
 def _choice(name: str, value: Any, allowed) -> None:

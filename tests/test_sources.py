@@ -216,3 +216,10 @@ def test_fingerprint_tracks_changes(tmp_path):
     before = sources.fingerprint(manifest)
     _touch(tmp_path / "m.csv", b"a/1.jpg,b\n")
     assert sources.fingerprint(manifest) != before
+
+
+def test_is_inside_compares_remote_urls_as_strings_without_the_service():
+    assert sources.is_inside("gs://b/data/work", "gs://b/data/")
+    assert sources.is_inside("gs://b/data", "gs://b/data")
+    assert not sources.is_inside("gs://b/data2/work", "gs://b/data")
+    assert not sources.is_inside("/local/x", "gs://b/data")

@@ -15,7 +15,6 @@ from components.image_example_gen import report as report_lib
 from trainer_module import features
 
 
-
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Writes the Examples artifact: Split-*/ shards, labels.txt, ingest_report.json."""
 

@@ -217,9 +217,12 @@ def _check_manifest(path: str) -> None:
 
 
 def is_inside(path: str, folder: str) -> bool:
-    """True when `path` is the existing folder `folder` or lies below it (symlinks resolved
-    for local paths)."""
-    if is_remote(path) != is_remote(folder) or not path_isdir(folder):
+    """True when `path` is `folder` or lies below it.
+
+    Local: `folder` must be an existing folder; symlinks are resolved. Remote: object stores
+    have no real folders, so URLs are compared as strings, without calling the service.
+    """
+    if is_remote(path) != is_remote(folder) or not (is_remote(folder) or os.path.isdir(folder)):
         return False
     canonical = (lambda p: p.rstrip("/")) if is_remote(folder) else os.path.realpath
     inner, outer = canonical(path), canonical(folder)
