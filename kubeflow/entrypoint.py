@@ -109,6 +109,15 @@ def directory_markers(blobs) -> List:
     return [b for b in blobs if b.name.endswith("/") and not b.size]
 
 
+def gcs_folder(uri: str) -> Tuple[str, str]:
+    """(bucket, object prefix) of everything in the gs:// folder `uri`, its own marker included.
+
+    The prefix ends in '/', so gs://b/x/examples does not also list gs://b/x/examples_old/.
+    """
+    bucket, _, path = uri[len("gs://"):].partition("/")
+    return bucket, path.rstrip("/") + "/" if path.strip("/") else ""
+
+
 def remove_gcs_directory_markers(uris: Sequence[str]) -> int:
     """Deletes zero-byte `dir/` objects under each gs:// URI; returns how many."""
     gcs = [u for u in uris if u.startswith("gs://")]
@@ -117,8 +126,8 @@ def remove_gcs_directory_markers(uris: Sequence[str]) -> int:
     from google.cloud import storage  # pylint: disable=g-import-not-at-top
     client, removed = storage.Client(), 0
     for uri in gcs:
-        bucket, _, prefix = uri[len("gs://"):].partition("/")
-        for blob in directory_markers(client.list_blobs(bucket, prefix=prefix.rstrip("/"))):
+        bucket, prefix = gcs_folder(uri)
+        for blob in directory_markers(client.list_blobs(bucket, prefix=prefix)):
             blob.delete()
             removed += 1
     return removed

@@ -174,3 +174,6 @@ def test_gcs_directory_markers_are_the_zero_byte_slash_objects():
         blobs.append(blob)
     assert [b.name for b in entrypoint.directory_markers(blobs)] == ["run/Split-train/", "run/"]
     assert entrypoint.remove_gcs_directory_markers(["/local/path", "minio://x/y"]) == 0
+    assert entrypoint.gcs_folder("gs://b/run/Trainer/model") == ("b", "run/Trainer/model/")
+    assert entrypoint.gcs_folder("gs://b/run/") == ("b", "run/")
+    assert entrypoint.gcs_folder("gs://b") == ("b", "")
