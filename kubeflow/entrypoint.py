@@ -11,7 +11,11 @@ targets.finalize), repairs what the KFP v2 launcher hands over, then delegates t
    replaced by the launcher's local copies (`/minio/...`, `/s3/...`): the launcher
    downloads inputs there before the command and uploads outputs from there after it. The
    executor output file names the original URIs again.
-3. GCS directory markers. `tf.io.gfile` writes zero-byte `dir/` objects on GCS, which break
+3. Failed results. An executor may fail its execution by returning an ExecutorOutput with a
+   non-zero code (the data gate does); the local launcher honours that, but TFX's KFP runner
+   drops Do's return value, so the task would pass. The entrypoint raises it instead, and the
+   task, and with it the run, fails with the executor's message.
+4. GCS directory markers. `tf.io.gfile` writes zero-byte `dir/` objects on GCS, which break
    the launcher's download of the artifact in the next task (kubeflow/pipelines#13476);
    they are deleted from every gs:// output after the executor ran.
 
@@ -133,6 +137,22 @@ def remove_gcs_directory_markers(uris: Sequence[str]) -> int:
     return removed
 
 
+def honouring_failed_results(executor_cls):
+    """`executor_cls` whose Do raises RuntimeError(message) when it returns a failed result."""
+
+    class Executor(executor_cls):  # pylint: disable=missing-class-docstring
+
+        def Do(self, input_dict, output_dict, exec_properties):  # pylint: disable=invalid-name
+            result = super().Do(input_dict, output_dict, exec_properties)
+            if result is not None and result.execution_result.code:
+                raise RuntimeError(result.execution_result.result_message)
+            return result
+
+    Executor.__name__ = Executor.__qualname__ = executor_cls.__name__
+    Executor.__module__ = executor_cls.__module__
+    return Executor
+
+
 def _parse(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
     parser = argparse.ArgumentParser(prog="kubeflow.entrypoint", add_help=False)
     parser.add_argument("--executor_class_path", required=True)
@@ -150,6 +170,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.json_serialized_invocation_args = json.dumps(fixed)
 
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor  # pylint: disable=g-import-not-at-top
+    from tfx.utils import import_utils  # pylint: disable=g-import-not-at-top
+    # TFX's runner imports the executor by path; hand it the failure-honouring subclass.
+    import_class = import_utils.import_class_by_path
+    import_utils.import_class_by_path = lambda path: honouring_failed_results(
+        import_class(path)) if path == args.executor_class_path else import_class(path)
     kubeflow_v2_run_executor._run_executor(args, beam_args)  # pylint: disable=protected-access
 
     _restore_uris(fixed["outputs"]["outputFile"], originals)

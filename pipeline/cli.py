@@ -4,6 +4,10 @@
                  [--batch-size N] [--train-steps N] [--set key=value ...]
   imgpipe demo   [--workdir W]        generate an offline dataset, then `run` on it
   imgpipe ingest --data-root D --output O [ingest flags] [Beam flags, e.g. --runner ...]
+  imgpipe validate --data-root D --workdir W [--config F] [--set ...]
+                 ingest, schema, statistics and the data gate only, with the data report
+  imgpipe schema update --workdir W   accept the latest data's vocabulary into the schema
+  imgpipe report --workdir W          rebuild the data report of the latest run
   imgpipe compile  --target kubeflow|vertex --output FILE --image IMAGE --data-root URI
                    --pipeline-root URI [--config F] [--set key=value ...]
   imgpipe submit   --target kubeflow --host URL | --target vertex --project P --region R
@@ -52,14 +56,51 @@ def latest_pushed_model(serving_dir: str) -> Optional[str]:
     return os.path.join(serving_dir, max(versions, key=int)) if versions else None
 
 
-def _run(config) -> int:
+def _failed_result(err: BaseException) -> Optional[str]:
+    """The message of a component that failed its execution on purpose (the data gate)."""
+    output = getattr(err, "executor_output", None)
+    message = output.execution_result.result_message if output is not None else ""
+    return message or None
+
+
+def _latest_verdict(config) -> Optional[dict]:
+    """validation.json of the newest data report, or None."""
+    from components.data_validation import data_report  # pylint: disable=g-import-not-at-top
+    if not os.path.isdir(config.reports_dir):
+        return None
+    runs = [d for d in os.listdir(config.reports_dir) if d.startswith("data-")
+            and d[5:].isdigit()]
+    if not runs:
+        return None
+    folder = os.path.join(config.reports_dir, max(runs, key=lambda d: int(d[5:])))
+    with open(os.path.join(folder, data_report.VERDICT_JSON), encoding="utf-8") as f:
+        verdict = json.load(f)
+    verdict["report"] = os.path.join(folder, data_report.REPORT_PAGE)
+    return verdict
+
+
+def _run(config, validate_only: bool = False) -> int:
     from pipeline import local_runner  # pylint: disable=g-import-not-at-top
     before = latest_pushed_model(config.serving_dir)
     try:
-        local_runner.run(config)
+        local_runner.run(config, validate_only)
     except RuntimeError as err:  # a component's one-line verdict on the data or settings
         print(f"imgpipe: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # pylint: disable=broad-except
+        message = _failed_result(err)
+        if message is None:
+            raise
+        print("\n".join(f"imgpipe: {line}" for line in message.splitlines()), file=sys.stderr)
+        return 1
+    verdict = _latest_verdict(config)
+    if verdict:
+        for line in verdict["warnings"]:
+            print(f"imgpipe: data warning: {line}")
+        print(f"imgpipe: data report: {verdict['report']}")
+    if validate_only:
+        print("imgpipe: data validation passed.")
+        return 0
     pushed = latest_pushed_model(config.serving_dir)
     if pushed and pushed != before:
         print(f"imgpipe: pushed model: {pushed}")
@@ -96,7 +137,7 @@ def _config(args, **base):
 
 
 def cmd_run(args) -> int:
-    return _run(_config(args))
+    return _run(_config(args), validate_only=args.command == "validate")
 
 
 def cmd_demo(args) -> int:
@@ -141,6 +182,50 @@ def cmd_ingest(args, beam_argv: list) -> int:
     print(json.dumps({"output": output, **report["counts"],
                       "per_split": {k: sum(v.values()) for k, v in report["per_split"].items()},
                       "classes": len(report["classes"])}, ensure_ascii=False))
+    return 0
+
+
+def cmd_schema_update(args) -> int:
+    """Rewrites workdir/schema/schema.pbtxt for the vocabulary of the latest ingest."""
+    from components.data_validation import executor, schema as schema_lib  # pylint: disable=g-import-not-at-top
+    from pipeline import history  # pylint: disable=g-import-not-at-top
+    from pipeline.pipeline import CURATED_SCHEMA  # pylint: disable=g-import-not-at-top
+    workdir = _abs(args.workdir)
+    path = os.path.join(workdir, "schema", "schema.pbtxt")
+    examples = history.latest_artifact_uri(
+        history.open_store(os.path.join(workdir, "metadata.sqlite")), "Examples")
+    if examples is None:
+        raise ValueError(f"no ingested data in {workdir}: run imgpipe run first.")
+    before = schema_lib.classes(executor.load_schema(path)) if os.path.isfile(path) else []
+    after = schema_lib.classes(executor.write_dataset_schema(path, CURATED_SCHEMA, examples))
+    added, removed = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+    change = "; ".join(filter(None, [added and f"added {', '.join(added)}",
+                                     removed and f"removed {', '.join(removed)}"])) \
+        or "no class change"
+    print(f"imgpipe: schema updated: {path} ({len(after)} classes; {change}). "
+          "The next run validates against it.")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Rebuilds the data report of the latest run from its recorded inputs."""
+    from components.data_validation import executor  # pylint: disable=g-import-not-at-top
+    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+    from pipeline import history  # pylint: disable=g-import-not-at-top
+    workdir = _abs(args.workdir)
+    store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
+    gate = history.latest_execution(store, "DataGate")
+    if gate is None:
+        raise ValueError(f"no data validation recorded in {workdir}: run imgpipe run first.")
+    uris = history.artifact_uris(store, gate.id, metadata_store_pb2.Event.INPUT)
+    verdict = executor.evaluate(
+        examples_uri=uris["examples"], statistics_uri=uris["statistics"],
+        schema_uri=uris["schema"], anomalies_uri=uris["anomalies"],
+        out_dir=os.path.join(workdir, "reports", f"data-{gate.id}"),
+        exec_properties=history.properties(gate))
+    print(f"imgpipe: data report: {verdict['report']} "
+          f"({'passed' if verdict['passed'] else 'blocked'}, "
+          f"{len(verdict['blocking'])} anomalies, {len(verdict['warnings'])} warnings)")
     return 0
 
 
@@ -241,6 +326,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run.add_argument("--workdir", required=True)
     _add_run_flags(run)
 
+    validate = sub.add_parser("validate", help="ingest and validate only: the data gate and "
+                              "its report, no training")
+    validate.add_argument("--data-root", required=True)
+    validate.add_argument("--workdir", required=True)
+    _add_run_flags(validate)
+
     demo = sub.add_parser("demo", help="generate an offline demo dataset and run on it")
     demo.add_argument("--workdir", default="demo_workdir")
     demo.add_argument("--images-per-class", type=int, default=DEMO_DATA["images_per_class"])
@@ -251,6 +342,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ingest.add_argument("--output", required=True)
     ingest.add_argument("--config", help="YAML file (ingest fields are used)")
     ingest.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    schema = sub.add_parser("schema", help="the dataset schema in the workdir")
+    schema.add_argument("action", choices=("update",),
+                        help="update: accept the latest ingest's classes into the schema")
+    schema.add_argument("--workdir", required=True)
+
+    report = sub.add_parser("report", help="rebuild the data report of the latest run")
+    report.add_argument("--workdir", required=True)
 
     compile_ = sub.add_parser("compile", help="compile for Kubeflow Pipelines or Vertex AI")
     _add_remote_flags(compile_, submit=False)
@@ -274,10 +373,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_ingest(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "schema":
+            return cmd_schema_update(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command in ("compile", "submit", "schedule"):
             return {"compile": cmd_compile, "submit": cmd_submit,
                     "schedule": lambda a: cmd_submit(a, schedule=True)}[args.command](args)
-        return cmd_run(args) if args.command == "run" else cmd_demo(args)
+        return cmd_demo(args) if args.command == "demo" else cmd_run(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"imgpipe: error: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ Paths under `workdir` are fixed by contract:
     workdir/pipeline_root/    TFX artifacts
     workdir/metadata.sqlite   ML Metadata
     workdir/serving/<version> the pushed SavedModel
+    workdir/schema/schema.pbtxt  this dataset's schema (written by the first run; editable)
+    workdir/reports/data-<id>/   the data report of each run (index.html, samples.png)
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 BEAM_RUNNERS = ("direct", "dataflow")
 # Component ids of create_pipeline, the keys `resources` may name.
-COMPONENTS = ("ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "Transform", "Trainer", "Evaluator", "Pusher")
+COMPONENTS = ("ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
+              "DataGate", "Transform", "Trainer", "Evaluator", "Pusher")
 _RESOURCE_KEYS = ("cpu", "memory")
 
 
@@ -57,8 +59,15 @@ class PipelineConfig:
                                  "--direct_num_workers=2"])
     beam_pipeline_args: list = dataclasses.field(default_factory=list)
 
-    # Schema: None uses the curated schema shipped in pipeline/schema/.
+    # Schema: None writes this dataset's schema to workdir/schema/schema.pbtxt on the first
+    # run (the curated template plus the vocabulary) and validates later runs against it; a
+    # path uses that file as it is.
     schema_path: Optional[str] = None
+    # Data gate warnings (they never block): train/eval label-proportion distance (L-inf),
+    # largest/smallest class ratio, and quarantined share of image files at ingest.
+    label_skew_threshold: float = 0.1
+    imbalance_ratio: float = 10.0
+    max_quarantine_fraction: float = 0.05
 
     # Training.
     image_size: int = 300
@@ -118,6 +127,14 @@ class PipelineConfig:
     @property
     def serving_dir(self) -> str:
         return os.path.join(self.workdir, "serving")
+
+    @property
+    def dataset_schema_path(self) -> str:
+        return os.path.join(self.workdir, "schema", "schema.pbtxt")
+
+    @property
+    def reports_dir(self) -> str:
+        return os.path.join(self.workdir, "reports")
 
     def validate(self) -> "PipelineConfig":
         """Checks every field; raises ValueError naming the field, value and what is allowed."""
@@ -182,6 +199,10 @@ class PipelineConfig:
         for name in ("learning_rate", "fine_tune_learning_rate"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0.")
+        if not 0.0 <= self.label_skew_threshold <= 1.0 or self.imbalance_ratio < 1.0 \
+                or not 0.0 <= self.max_quarantine_fraction <= 1.0:
+            raise ValueError("label_skew_threshold and max_quarantine_fraction must be in "
+                             "[0, 1], imbalance_ratio >= 1.")
         if self.shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer={self.shuffle_buffer}: must be >= 1.")
         if self.cache not in ("none", "memory") and (

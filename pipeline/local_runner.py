@@ -40,16 +40,17 @@ def config_from_env(environ=None) -> PipelineConfig:
     return load_config(environ.get("IMGPIPE_CONFIG") or None, overrides)
 
 
-def build(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def build(config: PipelineConfig, validate_only: bool = False) -> tfx.dsl.Pipeline:
     """create_pipeline(config) plus the local MLMD store."""
     return create_pipeline(
         config, metadata_connection_config=tfx.orchestration.metadata
-        .sqlite_metadata_connection_config(config.metadata_path))
+        .sqlite_metadata_connection_config(config.metadata_path),
+        validate_only=validate_only)
 
 
-def run(config: PipelineConfig) -> None:
+def run(config: PipelineConfig, validate_only: bool = False) -> None:
     os.makedirs(config.workdir, exist_ok=True)
-    tfx.orchestration.LocalDagRunner().run(build(config))
+    tfx.orchestration.LocalDagRunner().run(build(config, validate_only))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
+from components.data_validation.component import DataGate, DatasetSchemaGen
 from components.image_example_gen import ImageExampleGen, IngestOptions
 from components.image_trainer.component import ImageTrainer
 from pipeline.config import PipelineConfig
@@ -70,7 +71,8 @@ def create_pipeline(config: PipelineConfig, *,
                     epochs: Optional[Union[int, data_types.RuntimeParameter]] = None,
                     with_baseline: bool = True,
                     project_dir: str = PROJECT_DIR,
-                    vertex_training_args: Optional[dict] = None) -> tfx.dsl.Pipeline:
+                    vertex_training_args: Optional[dict] = None,
+                    validate_only: bool = False) -> tfx.dsl.Pipeline:
     """Wires ingest -> stats -> schema -> validation -> Transform -> Trainer -> Evaluator -> Pusher.
 
     Args:
@@ -85,6 +87,8 @@ def create_pipeline(config: PipelineConfig, *,
         setup.py are found there); the container image's folder for Kubeflow/Vertex.
       vertex_training_args: when given, the Trainer runs as a Vertex AI custom job with these
         `ai_platform_training_args` (TFX's Google Cloud Trainer extension).
+      validate_only: only ingest, schema, statistics, validation and the gate (with its data
+        report): a quick look at the data before any training (`imgpipe validate`).
     """
     setup_py = os.path.join(project_dir, "setup.py")
     # Images -> encoded-bytes tf.Examples, with a quarantine report and the label vocabulary.
@@ -92,16 +96,48 @@ def create_pipeline(config: PipelineConfig, *,
     example_gen.with_beam_pipeline_args(with_dependency_flag(
         config.ingest_beam_args if ingest_beam_args is None else ingest_beam_args, setup_py))
 
+    # This dataset's schema (curated template + its vocabulary), written on the first run to
+    # workdir/schema/ for the user to read and edit; inferred schemas mistype labels.
+    schema_gen = DatasetSchemaGen(
+        examples=example_gen.outputs["examples"],
+        schema_path=config.schema_path or config.dataset_schema_path,
+        template_path=os.path.join(project_dir, CURATED_SCHEMA_REL),
+        create=config.schema_path is None)
+
     # Dataset statistics, for the schema check and for people reading the data.
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"])
 
-    # A curated schema: inferred ones mistype labels.
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=config.schema_path or os.path.join(project_dir, CURATED_SCHEMA_REL))
-
-    # Anomalies against the curated schema (wrong formats, missing features, bad channels).
+    # Anomalies against the schema (new classes, formats, missing features, bad channels).
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+
+    # Stops the run on any anomaly, in plain words, with a data report; warns on skew,
+    # imbalance and quarantine rate.
+    gate = DataGate(
+        examples=example_gen.outputs["examples"], statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"],
+        report_dir=config.reports_dir,
+        accept_hint=(f"imgpipe schema update --workdir {config.workdir}" if not config.schema_path
+                     else f"edit {config.schema_path}"),
+        label_skew_threshold=config.label_skew_threshold,
+        imbalance_ratio=config.imbalance_ratio,
+        max_quarantine_fraction=config.max_quarantine_fraction)
+
+    def assemble(later_steps: list) -> tfx.dsl.Pipeline:
+        return tfx.dsl.Pipeline(
+            pipeline_name=config.pipeline_name,
+            pipeline_root=config.pipeline_root,
+            components=[c for c in [example_gen, schema_gen, statistics_gen,
+                                    example_validator, gate, *later_steps] if c],
+            enable_cache=config.enable_cache,
+            metadata_connection_config=metadata_connection_config,
+            beam_pipeline_args=with_dependency_flag(
+                config.beam_pipeline_args if beam_pipeline_args is None
+                else beam_pipeline_args, setup_py))
+
+    if validate_only:  # the data steps alone: no consumer may exist beyond the gate
+        return assemble([])
 
     # Decode -> resize as a transform graph only (materialize=False): no pixels on disk.
     transform = tfx.components.Transform(
@@ -109,6 +145,7 @@ def create_pipeline(config: PipelineConfig, *,
         preprocessing_fn=PREPROCESSING_FN, materialize=False, disable_statistics=True,
         splits_config=tfx.proto.SplitsConfig(analyze=[features.TRAIN_SPLIT]),
         custom_config={"image_size": config.image_size})
+    transform.add_upstream_node(gate)  # nothing trains on data the gate stopped
 
     # EfficientNetB3 fed by make_dataset on the raw shards; exports both signatures.
     trainer_config = dict(config.trainer_config(), train_steps=config.train_steps,
@@ -146,13 +183,4 @@ def create_pipeline(config: PipelineConfig, *,
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=config.serving_dir)))
 
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=config.pipeline_root,
-        components=[c for c in (example_gen, statistics_gen, schema_gen, example_validator,
-                                transform, trainer, baseline, evaluator, pusher) if c],
-        enable_cache=config.enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=with_dependency_flag(
-            config.beam_pipeline_args if beam_pipeline_args is None else beam_pipeline_args,
-            setup_py))
+    return assemble([transform, trainer, baseline, evaluator, pusher])

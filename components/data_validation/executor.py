@@ -1,0 +1,156 @@
+"""Executors of DatasetSchemaGen and DataGate (see component.py)."""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import logging
+from typing import Any, Dict, List, Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.proto.orchestration import execution_result_pb2
+from tfx.types import artifact_utils
+
+from components.data_validation import checks, data_report
+from components.data_validation import schema as schema_lib
+from trainer_module import features
+
+SCHEMA_FILE = "schema.pbtxt"  # inside a Schema artifact, as SchemaGen writes it
+ANOMALIES_FILE = "SchemaDiff.pb"  # per split, as ExampleValidator writes it
+
+
+def _gfile():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf.io.gfile
+
+
+def read_json(path: str) -> dict:
+    with _gfile().GFile(path, "r") as f:
+        return json.load(f)
+
+
+def load_schema(path: str):
+    import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
+    try:
+        return tfdv.load_schema_text(path)
+    except Exception as err:  # a parse error names line and column
+        raise RuntimeError(f"schema file {path} is not a valid schema: "
+                           f"{' '.join(str(err).split())[:300]}") from err
+
+
+def generated_schema_text(template_path: str, examples_uri: str) -> str:
+    """The dataset schema for the vocabulary of `examples_uri`, as deterministic text."""
+    from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
+    with _gfile().GFile(os.path.join(examples_uri, features.LABELS_FILE), "rb") as f:
+        vocabulary = [line.decode("utf-8") for line in f.read().splitlines()]
+    schema = schema_lib.dataset_schema(load_schema(template_path), vocabulary)
+    return text_format.MessageToString(schema)
+
+
+def schema_text(schema_path: str, template_path: str, examples_uri: str,
+                create: bool) -> str:
+    """The schema file's text, or, when it does not exist yet, the text a run will write."""
+    if _gfile().exists(schema_path):
+        with _gfile().GFile(schema_path, "r") as f:
+            return f.read()
+    if not create:
+        raise RuntimeError(f"schema file {schema_path} does not exist.")
+    return generated_schema_text(template_path, examples_uri)
+
+
+def write_dataset_schema(schema_path: str, template_path: str, examples_uri: str):
+    """Writes the dataset schema for the vocabulary of `examples_uri`; returns it."""
+    _gfile().makedirs(os.path.dirname(schema_path) or ".")
+    with _gfile().GFile(schema_path, "w") as f:
+        f.write(generated_schema_text(template_path, examples_uri))
+    return load_schema(schema_path)
+
+
+class SchemaExecutor(base_executor.BaseExecutor):
+    """Copies (creating it first when missing) the dataset schema into the Schema artifact."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
+        path = exec_properties["schema_path"]
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        output = artifact_utils.get_single_instance(output_dict["schema"])
+        created = not _gfile().exists(path)
+        if created and not exec_properties["create"]:
+            raise RuntimeError(f"schema file {path} does not exist.")
+        schema = write_dataset_schema(path, exec_properties["template_path"], examples.uri) \
+            if created else load_schema(path)
+        if created:
+            logging.info("Wrote the dataset schema %s.", path)
+        tfdv.write_schema_text(schema, os.path.join(output.uri, SCHEMA_FILE))
+        output.set_int_custom_property("created", int(created))
+        output.set_string_custom_property("schema_path", path)
+
+
+def load_anomalies(anomalies_uri: str) -> dict:
+    """{split: Anomalies} from ExampleValidator's output."""
+    from tensorflow_data_validation.utils import anomalies_util  # pylint: disable=g-import-not-at-top
+    out = {}
+    for split in features.SPLITS:
+        path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
+        if _gfile().exists(path):
+            out[split] = anomalies_util.load_anomalies_binary(path)
+    return out
+
+
+def evaluate(*, examples_uri: str, statistics_uri: str, schema_uri: str,
+             anomalies_uri: str, out_dir: str, exec_properties: Dict[str, Any]) -> dict:
+    """Runs the checks and renders the report into `out_dir`; returns validation.json's dict."""
+    report = read_json(os.path.join(examples_uri, features.REPORT_FILE))
+    blocking, warnings = checks.verdict(
+        load_anomalies(anomalies_uri), load_schema(os.path.join(schema_uri, SCHEMA_FILE)),
+        report, **{k: exec_properties[k] for k in (
+            "label_skew_threshold", "imbalance_ratio", "max_quarantine_fraction")})
+    page = data_report.render(out_dir, examples_uri=examples_uri,
+                              statistics_uri=statistics_uri, report=report,
+                              blocking=blocking, warnings=warnings,
+                              accept_hint=exec_properties["accept_hint"])
+    return {"passed": not blocking, "blocking": blocking, "warnings": warnings,
+            "report": page}
+
+
+def failure_message(verdict: dict, accept_hint: str) -> str:
+    """The lines `imgpipe run` ends with when the gate stops a run."""
+    lines = [f"data validation stopped the run: {len(verdict['blocking'])} anomal"
+             f"{'y' if len(verdict['blocking']) == 1 else 'ies'} (nothing was trained or "
+             "pushed):"]
+    lines += [f"  - {line}" for line in verdict["blocking"]]
+    lines += [f"  warning: {line}" for line in verdict["warnings"]]
+    lines.append(f"data report: {verdict['report']}")
+    lines.append(f"If the change is intended, accept it with: {accept_hint}")
+    return "\n".join(lines)
+
+
+class GateExecutor(base_executor.BaseExecutor):
+    """Passes, or fails its execution with the anomalies in plain words."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> Optional[execution_result_pb2.ExecutorOutput]:
+        uri = {k: artifact_utils.get_single_uri(v) for k, v in input_dict.items()}
+        result = artifact_utils.get_single_instance(output_dict["result"])
+        # Outside the output artifact: TFX deletes a failed execution's output folders,
+        # and a blocked run's report is the one a user most needs.
+        out_dir = os.path.join(exec_properties["report_dir"],
+                               f"data-{os.path.basename(result.uri.rstrip('/'))}")
+        verdict = evaluate(examples_uri=uri["examples"], statistics_uri=uri["statistics"],
+                           schema_uri=uri["schema"], anomalies_uri=uri["anomalies"],
+                           out_dir=out_dir, exec_properties=exec_properties)
+        if verdict["blocking"]:
+            return execution_result_pb2.ExecutorOutput(
+                execution_result=execution_result_pb2.ExecutionResult(
+                    code=1, result_message=failure_message(
+                        verdict, exec_properties["accept_hint"])))
+        with _gfile().GFile(os.path.join(result.uri, data_report.VERDICT_JSON), "w") as f:
+            json.dump(verdict, f, indent=1, ensure_ascii=False)
+        result.set_int_custom_property("passed", 1)
+        result.set_int_custom_property("warnings", len(verdict["warnings"]))
+        result.set_string_custom_property("report", verdict["report"])
+        return None

@@ -1,0 +1,59 @@
+"""Reading past runs back from the workdir's MLMD store (no TFX orchestration involved).
+
+`latest_execution` finds the newest execution of a component type (any state, failed ones
+included: a stopped run is what a user asks about), `artifact_uris` what it read or wrote.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    """The SQLite store of a workdir. Raises ValueError when there is none yet."""
+    if not os.path.isfile(metadata_path):
+        raise ValueError(f"no runs yet: {metadata_path} does not exist (run imgpipe run "
+                         "first, with this --workdir).")
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def latest_execution(store, type_suffix: str) -> Optional[metadata_store_pb2.Execution]:
+    """The newest execution whose type name ends with `type_suffix`, or None."""
+    ids = [t.id for t in store.get_execution_types() if t.name.endswith(type_suffix)]
+    executions = [e for e in store.get_executions() if e.type_id in ids]
+    return max(executions, key=lambda e: e.id) if executions else None
+
+
+def artifact_uris(store, execution_id: int, kind: int) -> Dict[str, str]:
+    """{key: uri} of the execution's input (kind=Event.INPUT) or output artifacts."""
+    events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type == kind]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    out = {}
+    for event in events:
+        key = next((s.key for s in event.path.steps if s.HasField("key")), None)
+        if key:
+            out[key] = artifacts[event.artifact_id].uri
+    return out
+
+
+def latest_artifact_uri(store, type_name: str) -> Optional[str]:
+    """The URI of the newest live artifact of a type (e.g. Examples), or None."""
+    live = [a for a in store.get_artifacts_by_type(type_name)
+            if a.state == metadata_store_pb2.Artifact.LIVE]
+    return max(live, key=lambda a: a.id).uri if live else None
+
+
+def properties(execution: metadata_store_pb2.Execution) -> Dict[str, object]:
+    """The execution's exec properties as plain values."""
+    out = {}
+    for name, value in execution.custom_properties.items():
+        kind = value.WhichOneof("value")
+        if kind in ("int_value", "double_value", "string_value"):
+            out[name] = getattr(value, kind)
+    return out
