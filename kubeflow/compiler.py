@@ -80,6 +80,17 @@ def resource_spec(config: PipelineConfig, component_id: str,
     return spec if spec.ByteSize() else None
 
 
+def custom_type_paths(pipeline: tfx.dsl.Pipeline) -> Dict[str, str]:
+    """{TYPE_NAME: import path} of every output type that is not one of TFX's own."""
+    out = {}
+    for component in pipeline.components:
+        for channel in component.outputs.values():
+            kind = channel.type
+            if not kind.__module__.startswith("tfx."):
+                out[kind.TYPE_NAME] = f"{kind.__module__}.{kind.__qualname__}"
+    return out
+
+
 def build(config: PipelineConfig, target: str) -> tfx.dsl.Pipeline:
     """create_pipeline for `target`: runtime parameters, image paths, resources, Beam args."""
     targets.check_target(target)
@@ -127,7 +138,8 @@ def compile_pipeline(config: PipelineConfig, target: str,
     job = runner.run(pipeline, write_out=False)
     targets.finalize(
         job, target, pipeline_root=config.pipeline_root,
-        parameter_defaults={n: getattr(config, n) for n in targets.RUNTIME_PARAMETERS})
+        parameter_defaults={n: getattr(config, n) for n in targets.RUNTIME_PARAMETERS},
+        class_paths=custom_type_paths(pipeline))
     if output:
         write(job, target, output)
     return job

@@ -170,17 +170,24 @@ def _title(artifact_spec: dict) -> str:
     return (yaml.safe_load(kind.get("instanceSchema") or "") or {}).get("title", "")
 
 
-def artifact_types(component: dict) -> Dict[str, str]:
-    """{input or output key: TFX type title} from one compiled component definition."""
+def artifact_types(component: dict,
+                   class_paths: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """{input or output key: TFX type} from one compiled component definition.
+
+    First-party types stay titles (tfx.Examples); a custom type's title (its TYPE_NAME,
+    which KFP limits to one dot) is replaced by its import path from `class_paths`.
+    """
     out = {}
     for section in ("inputDefinitions", "outputDefinitions"):
         for key, spec in component.get(section, {}).get("artifacts", {}).items():
-            out[key] = _title(spec)
+            title = _title(spec)
+            out[key] = (class_paths or {}).get(title, title)
     return out
 
 
 def finalize(job: Dict[str, Any], target: str, *, parameter_defaults: Dict[str, Any],
-             pipeline_root: str) -> Dict[str, Any]:
+             pipeline_root: str,
+             class_paths: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Applies the target's differences to a compiled PipelineJob dict, in place.
 
     Args:
@@ -188,6 +195,7 @@ def finalize(job: Dict[str, Any], target: str, *, parameter_defaults: Dict[str, 
       target: kubeflow or vertex.
       parameter_defaults: default of every run-time parameter.
       pipeline_root: where artifacts go (gs://, minio://, s3://).
+      class_paths: {TYPE_NAME: import path} of the pipeline's custom artifact types.
     Returns:
       `job` (for kubeflow, callers write only `job["pipelineSpec"]`).
     Raises:
@@ -217,7 +225,8 @@ def finalize(job: Dict[str, Any], target: str, *, parameter_defaults: Dict[str, 
         if container.get("command") != ENTRYPOINT:
             raise RuntimeError(f"{name} does not run {' '.join(ENTRYPOINT)}.")
         container["args"] = [*container.get("args", []), ARTIFACT_TYPES_FLAG,
-                             json.dumps(artifact_types(component), sort_keys=True)]
+                             json.dumps(artifact_types(component, class_paths),
+                                        sort_keys=True)]
 
     if target == KUBEFLOW:
         spec["defaultPipelineRoot"] = pipeline_root

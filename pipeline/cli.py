@@ -189,7 +189,6 @@ def cmd_schema_update(args) -> int:
     """Rewrites workdir/schema/schema.pbtxt for the vocabulary of the latest ingest."""
     from components.data_validation import executor, schema as schema_lib  # pylint: disable=g-import-not-at-top
     from pipeline import history  # pylint: disable=g-import-not-at-top
-    from pipeline.pipeline import CURATED_SCHEMA  # pylint: disable=g-import-not-at-top
     workdir = _abs(args.workdir)
     path = os.path.join(workdir, "schema", "schema.pbtxt")
     examples = history.latest_artifact_uri(
@@ -197,7 +196,7 @@ def cmd_schema_update(args) -> int:
     if examples is None:
         raise ValueError(f"no ingested data in {workdir}: run imgpipe run first.")
     before = schema_lib.classes(executor.load_schema(path)) if os.path.isfile(path) else []
-    after = schema_lib.classes(executor.write_dataset_schema(path, CURATED_SCHEMA, examples))
+    after = schema_lib.classes(executor.write_dataset_schema(path, None, examples))
     added, removed = sorted(set(after) - set(before)), sorted(set(before) - set(after))
     change = "; ".join(filter(None, [added and f"added {', '.join(added)}",
                                      removed and f"removed {', '.join(removed)}"])) \

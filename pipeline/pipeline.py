@@ -13,6 +13,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
+from components.data_validation import schema as schema_lib
 from components.data_validation.component import DataGate, DatasetSchemaGen
 from components.image_example_gen import ImageExampleGen, IngestOptions
 from components.image_trainer.component import ImageTrainer
@@ -20,8 +21,7 @@ from pipeline.config import PipelineConfig
 from trainer_module import export, features
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CURATED_SCHEMA_REL = os.path.join("pipeline", "schema", "schema.pbtxt")
-CURATED_SCHEMA = os.path.join(PROJECT_DIR, CURATED_SCHEMA_REL)
+CURATED_SCHEMA = schema_lib.CURATED_TEMPLATE
 SETUP_PY = os.path.join(PROJECT_DIR, "setup.py")
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
@@ -83,8 +83,8 @@ def create_pipeline(config: PipelineConfig, *,
       data_root, epochs: override the config's values; either may be a RuntimeParameter.
       with_baseline: resolve the latest blessed model as the Evaluator's baseline (the
         change threshold). Off for Kubeflow, whose backend cannot run Resolver nodes.
-      project_dir: where this project lives where the pipeline runs (the curated schema and
-        setup.py are found there); the container image's folder for Kubeflow/Vertex.
+      project_dir: where this project lives where the pipeline runs (Beam's --setup_file is
+        its setup.py); the container image's folder for Kubeflow/Vertex.
       vertex_training_args: when given, the Trainer runs as a Vertex AI custom job with these
         `ai_platform_training_args` (TFX's Google Cloud Trainer extension).
       validate_only: only ingest, schema, statistics, validation and the gate (with its data
@@ -101,7 +101,6 @@ def create_pipeline(config: PipelineConfig, *,
     schema_gen = DatasetSchemaGen(
         examples=example_gen.outputs["examples"],
         schema_path=config.schema_path or config.dataset_schema_path,
-        template_path=os.path.join(project_dir, CURATED_SCHEMA_REL),
         create=config.schema_path is None)
 
     # Dataset statistics, for the schema check and for people reading the data.

@@ -16,11 +16,12 @@ from tfx.utils import import_utils
 from kubeflow import compiler, targets
 from pipeline.config import load_config
 
-ALL = ["ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-       "Transform", "Trainer", "Evaluator", "Pusher"]
-EDGES = [("ImageExampleGen", "StatisticsGen"), ("StatisticsGen", "ExampleValidator"),
-         ("ImportSchemaGen", "ExampleValidator"), ("ImportSchemaGen", "Transform"),
-         ("Transform", "Trainer"), ("Trainer", "Evaluator"), ("Evaluator", "Pusher")]
+ALL = ["ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
+       "DataGate", "Transform", "Trainer", "Evaluator", "Pusher"]
+EDGES = [("ImageExampleGen", "DatasetSchemaGen"), ("DatasetSchemaGen", "StatisticsGen"),
+         ("StatisticsGen", "ExampleValidator"), ("ExampleValidator", "DataGate"),
+         ("DataGate", "Transform"), ("Transform", "Trainer"), ("Trainer", "Evaluator"),
+         ("Evaluator", "Pusher")]
 SETTINGS = {"data_root": "gs://bucket/flowers", "workdir": "gs://bucket/imgpipe",
             "image": "europe-docker.pkg.dev/p/r/imgpipe:0.1", "epochs": 7,
             "resources": {"Trainer": {"cpu": 8, "memory": "32G"},
@@ -139,13 +140,17 @@ def test_image_runtime_parameters_caching_and_schema_path(compiled, target):
         {"componentInputParameter": "epochs"}
     assert tasks["ImageExampleGen"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["Trainer"]["cachingOptions"]["enableCache"] is True
-    schema_file = tasks["ImportSchemaGen"]["inputs"]["parameters"]["schema_file"]
-    assert schema_file["runtimeValue"]["constant"] == \
-        "/opt/imgpipe/pipeline/schema/schema.pbtxt"
+    schema = tasks["DatasetSchemaGen"]["inputs"]["parameters"]
+    assert "template_path" not in schema  # the curated template inside the image
+    assert schema["schema_path"]["runtimeValue"]["constant"] == \
+        "gs://bucket/imgpipe/schema/schema.pbtxt"
     # Each task knows the TFX type of each artifact key, for the entrypoint's repair.
     stats_args = _containers(spec)["StatisticsGen"]["args"]
     assert json.loads(stats_args[stats_args.index("--artifact_types") + 1]) == {
-        "examples": "tfx.Examples", "statistics": "tfx.ExampleStatistics"}
+        "examples": "tfx.Examples", "schema": "tfx.Schema", "statistics": "tfx.ExampleStatistics"}
+    gate_args = _containers(spec)["DataGate"]["args"]
+    assert json.loads(gate_args[gate_args.index("--artifact_types") + 1])["result"] == \
+        "components.data_validation.component.DataValidation"
 
 
 @pytest.mark.parametrize("target,gpu", [(targets.KUBEFLOW, "nvidia.com/gpu"),

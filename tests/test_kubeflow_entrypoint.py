@@ -38,8 +38,10 @@ def _write_images(root, count: int) -> None:
             f.write(buf.getvalue())
 
 
-def launch(spec: dict, task: str, run_parameters: dict, inputs: dict, root: str) -> dict:
-    """Runs one compiled task like the KFP v2 launcher; returns its ExecutorOutput dict."""
+def launch(spec: dict, task: str, run_parameters: dict, inputs: dict, root: str,
+           expect_failure: bool = False):
+    """Runs one compiled task like the KFP v2 launcher; returns its ExecutorOutput dict (or,
+    with expect_failure, the failed process's stderr)."""
     task_spec = spec["root"]["dag"]["tasks"][task]
     component = spec["components"][task_spec["componentRef"]["name"]]
     container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
@@ -60,6 +62,9 @@ def launch(spec: dict, task: str, run_parameters: dict, inputs: dict, root: str)
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     done = subprocess.run([*container["command"], *args], cwd=root, env=env, check=False,
                           capture_output=True, text=True, timeout=600)
+    if expect_failure:
+        assert done.returncode != 0
+        return done.stderr
     assert done.returncode == 0, done.stderr[-3000:]
     with open(output_file, encoding="utf-8") as f:
         return json.load(f)
@@ -76,42 +81,73 @@ def _as_input(output: dict, key: str, mlmd_id: str) -> dict:
 def chain(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kfp_launch")
     compiled_default, data_root = tmp / "default_data", tmp / "data"
-    _write_images(data_root, 12)
+    _write_images(data_root, 20)
     config = load_config(None, {
         "data_root": str(compiled_default), "workdir": str(tmp / "work"), "image": "imgpipe:test",
-        "ingest_beam_args": "--direct_running_mode=in_memory", "eval_fraction": 0.25})
+        "ingest_beam_args": "--direct_running_mode=in_memory", "eval_fraction": 0.5})
     spec = compiler.compile_pipeline(config, targets.KUBEFLOW)["pipelineSpec"]
     # The run overrides the compiled default data root, as `imgpipe submit --data-root` does.
     params = {"data_root": str(data_root), "epochs": 1}
     run_root = str(tmp / "run")
     ingest = launch(spec, "ImageExampleGen", params, {}, run_root)
+    examples = _as_input(ingest, "examples", "1")
+    schema = launch(spec, "DatasetSchemaGen", params, {"examples": examples}, run_root)
+    schema_in = _as_input(schema, "schema", "2")
     stats = launch(spec, "StatisticsGen", params,
-                   {"examples": _as_input(ingest, "examples", "1")}, run_root)
-    return run_root, ingest, stats
+                   {"examples": examples, "schema": schema_in}, run_root)
+    stats_in = _as_input(stats, "statistics", "3")
+    anomalies = launch(spec, "ExampleValidator", params,
+                       {"statistics": stats_in, "schema": schema_in}, run_root)
+    gate_inputs = {"examples": examples, "statistics": stats_in, "schema": schema_in,
+                   "anomalies": _as_input(anomalies, "anomalies", "4")}
+    gate = launch(spec, "DataGate", params, gate_inputs, run_root)
+    # The same gate on a schema that no longer allows JPEG: the task must fail on KFP too.
+    strict = tmp / "strict_schema"
+    strict.mkdir()
+    text = (tmp / "work" / "schema" / "schema.pbtxt").read_text()
+    (strict / "schema.pbtxt").write_text(text.replace('value: "jpeg"', ""))
+    strict_in = {"artifacts": [dict(schema_in["artifacts"][0], uri=str(strict))]}
+    strict_anomalies = launch(spec, "ExampleValidator", params,
+                              {"statistics": stats_in, "schema": strict_in}, str(tmp / "run2"))
+    blocked = launch(spec, "DataGate", params,
+                     dict(gate_inputs, schema=strict_in,
+                          anomalies=_as_input(strict_anomalies, "anomalies", "5")),
+                     str(tmp / "run2"), expect_failure=True)
+    return run_root, ingest, stats, gate, blocked
 
 
 def test_ingest_task_runs_from_the_compiled_spec(chain):
-    run_root, ingest, _ = chain
+    run_root, ingest = chain[:2]
     (examples,) = ingest["artifacts"]["examples"]["artifacts"]
     assert examples["uri"] == os.path.join(run_root, "ImageExampleGen", "examples")
     with open(os.path.join(examples["uri"], "ingest_report.json"), encoding="utf-8") as f:
         report = json.load(f)
-    assert report["counts"]["ingested"] == 12  # the run's data_root, not the compiled default
+    assert report["counts"]["ingested"] == 20  # the run's data_root, not the compiled default
     assert json.loads(examples["metadata"]["split_names"]) == ["train", "eval"]
     records = sum(1 for split in ("train", "eval")
                   for path in tf.io.gfile.glob(os.path.join(examples["uri"], f"Split-{split}", "*"))
                   for _ in tf.data.TFRecordDataset(path))
-    assert records == 12
+    assert records == 20
 
 
 def test_statistics_task_reads_the_ingest_output(chain):
-    run_root, _, stats = chain
+    run_root, _, stats = chain[:3]
     (statistics,) = stats["artifacts"]["statistics"]["artifacts"]
     assert statistics["uri"] == os.path.join(run_root, "StatisticsGen", "statistics")
     for split in ("train", "eval"):
         assert tf.io.gfile.exists(os.path.join(statistics["uri"], f"Split-{split}",
                                                "FeatureStats.pb"))
     assert json.loads(statistics["metadata"]["split_names"]) == ["train", "eval"]
+
+
+def test_data_gate_passes_and_fails_its_task_like_the_local_run(chain):
+    _, _, _, gate, blocked = chain
+    (result,) = gate["artifacts"]["result"]["artifacts"]
+    assert result["metadata"]["passed"] == 1.0
+    with open(os.path.join(result["uri"], "validation.json"), encoding="utf-8") as f:
+        assert json.load(f)["blocking"] == []
+    assert "data validation stopped the run: 2 anomalies" in blocked
+    assert "feature 'format': expected one of [png, gif, bmp]" in blocked
 
 
 def test_system_and_empty_types_get_the_spec_type_and_good_ones_are_kept():

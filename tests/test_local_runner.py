@@ -20,8 +20,8 @@ from pipeline.local_runner import config_from_env
 
 VENV_BIN = os.path.dirname(sys.executable)
 # Execution type short names in MLMD; the node with id "Trainer" is an ImageTrainer.
-COMPONENTS = ("ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "Transform", "ImageTrainer", "Evaluator", "Pusher")
+COMPONENTS = ("ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
+              "DataGate", "Transform", "ImageTrainer", "Evaluator", "Pusher")
 CLASSES = ("circle", "square", "triangle")
 
 
@@ -150,7 +150,7 @@ def test_second_run_via_tfx_cli_reuses_cache(pipeline_runs):
     second_id = (set(runs) - set(pipeline_runs["first"])).pop()
     second = runs[second_id]
     # Unchanged data: nothing is re-ingested, re-transformed or re-trained.
-    for component in COMPONENTS[:6]:
+    for component in COMPONENTS[:7]:
         assert second.get(component) == "CACHED", (component, second)
     # The Evaluator's inputs did change: run 1 had no baseline, run 2 has run 1's blessed
     # model as its baseline, so TFX evaluates once more (a third run would be all cached).

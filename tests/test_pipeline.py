@@ -1,4 +1,4 @@
-"""pipeline/pipeline.py: create_pipeline is pure and wires the eight components in order."""
+"""pipeline/pipeline.py: create_pipeline is pure and wires the components in order."""
 import os
 import shutil
 
@@ -6,8 +6,9 @@ from pipeline.config import load_config
 from pipeline.pipeline import (CURATED_SCHEMA, SETUP_PY, create_pipeline, eval_config,
                                with_dependency_flag)
 
-ORDER = ["ImageExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-         "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"]
+ORDER = ["ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
+         "DataGate", "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator",
+         "Pusher"]
 
 
 def _config(tmp_path, **overrides):
@@ -20,12 +21,15 @@ def test_components_in_order_and_pure(tmp_path):
     ids = [c.id for c in pipeline.components]
     assert sorted(ids) == sorted(ORDER)
     # TFX sorts topologically: every data dependency of the design runs before its consumer.
-    for upstream, downstream in [("ImageExampleGen", "StatisticsGen"),
+    for upstream, downstream in [("ImageExampleGen", "DatasetSchemaGen"),
+                                 ("DatasetSchemaGen", "StatisticsGen"),
                                  ("StatisticsGen", "ExampleValidator"),
-                                 ("ImportSchemaGen", "ExampleValidator"),
-                                 ("ImportSchemaGen", "Transform"), ("Transform", "Trainer"),
+                                 ("ExampleValidator", "DataGate"), ("DataGate", "Transform"),
+                                 ("DatasetSchemaGen", "Transform"), ("Transform", "Trainer"),
                                  ("Trainer", "Evaluator"), ("Evaluator", "Pusher")]:
         assert ids.index(upstream) < ids.index(downstream)
+    by_id = {c.id: c for c in pipeline.components}
+    assert by_id["DataGate"] in by_id["Transform"].upstream_nodes  # the gate stops training
     # Pure: building the pipeline touches nothing on disk, not even for a missing data root.
     assert os.listdir(tmp_path) == []
     assert pipeline.pipeline_info.pipeline_root == str(tmp_path / "work" / "pipeline_root")
@@ -48,13 +52,24 @@ def test_wiring_uses_dotted_paths_not_module_files(tmp_path):
         "push_destination"]
 
 
-def test_curated_schema_by_default_and_user_schema_when_given(tmp_path):
+def test_dataset_schema_in_the_workdir_by_default_and_user_schema_when_given(tmp_path):
     default = {c.id: c for c in create_pipeline(_config(tmp_path)).components}
-    assert default["ImportSchemaGen"].exec_properties["schema_file"] == CURATED_SCHEMA
+    props = default["DatasetSchemaGen"].exec_properties
+    assert props["schema_path"] == str(tmp_path / "work" / "schema" / "schema.pbtxt")
+    assert props.get("template_path") is None and props["create"] == 1  # the shipped one
+    assert default["DataGate"].exec_properties["accept_hint"] == \
+        f"imgpipe schema update --workdir {tmp_path / 'work'}"
     mine = str(tmp_path / "my_schema.pbtxt")
     shutil.copy(CURATED_SCHEMA, mine)
     custom = {c.id: c for c in create_pipeline(_config(tmp_path, schema_path=mine)).components}
-    assert custom["ImportSchemaGen"].exec_properties["schema_file"] == mine
+    assert custom["DatasetSchemaGen"].exec_properties["schema_path"] == mine
+    assert custom["DatasetSchemaGen"].exec_properties["create"] == 0
+    assert custom["DataGate"].exec_properties["accept_hint"] == f"edit {mine}"
+
+
+def test_validate_only_stops_at_the_gate(tmp_path):
+    ids = [c.id for c in create_pipeline(_config(tmp_path), validate_only=True).components]
+    assert ids == ORDER[:5]
 
 
 def test_eval_config_thresholds(tmp_path):
@@ -81,6 +96,4 @@ def test_target_options_without_baseline_and_with_an_image_project_dir(tmp_path)
     by_id = {c.id: c for c in pipeline.components}
     assert "latest_blessed_model_resolver" not in by_id
     assert "baseline_model" not in by_id["Evaluator"].inputs
-    assert by_id["ImportSchemaGen"].exec_properties["schema_file"] == \
-        "/opt/x/pipeline/schema/schema.pbtxt"
     assert "--setup_file=/opt/x/setup.py" in by_id["ImageExampleGen"].executor_spec.beam_pipeline_args

@@ -18,6 +18,8 @@ DataGate (examples, statistics, schema, anomalies -> result)
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
@@ -34,7 +36,7 @@ class DataValidation(types.Artifact):
 class DatasetSchemaGenSpec(types.ComponentSpec):
     PARAMETERS = {
         "schema_path": ExecutionParameter(type=str),
-        "template_path": ExecutionParameter(type=str),
+        "template_path": ExecutionParameter(type=str, optional=True),
         "create": ExecutionParameter(type=int),
         # Filled in by SchemaDigestDriver at run time; part of the cache key.
         driver.SCHEMA_DIGEST_KEY: ExecutionParameter(type=str, optional=True),
@@ -49,15 +51,15 @@ class DatasetSchemaGen(base_component.BaseComponent):
     Args:
       examples: ImageExampleGen's output (labels.txt is read from it).
       schema_path: the schema file; created from the template when missing and `create`.
-      template_path: the curated template.
+      template_path: the template; None is the curated one shipped with the code that runs.
       create: write `schema_path` when it does not exist (False for a user's own schema).
     """
     SPEC_CLASS = DatasetSchemaGenSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.SchemaExecutor)
     DRIVER_CLASS = driver.SchemaDigestDriver
 
-    def __init__(self, examples: types.BaseChannel, schema_path: str, template_path: str,
-                 create: bool = True):
+    def __init__(self, examples: types.BaseChannel, schema_path: str,
+                 template_path: Optional[str] = None, create: bool = True):
         super().__init__(spec=DatasetSchemaGenSpec(
             examples=examples, schema_path=schema_path, template_path=template_path,
             create=int(create), schema=types.Channel(type=standard_artifacts.Schema)))

@@ -34,7 +34,7 @@ class SchemaDigestDriver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
         result = driver_output_pb2.DriverOutput()
         props = dict(execution_info.exec_properties)
         examples = artifact_utils.get_single_uri(execution_info.input_dict["examples"])
-        text = executor.schema_text(props["schema_path"], props["template_path"], examples,
+        text = executor.schema_text(props["schema_path"], props.get("template_path"), examples,
                                     bool(props["create"]))
         props[SCHEMA_DIGEST_KEY] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         for key, value in props.items():

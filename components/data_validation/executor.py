@@ -1,6 +1,7 @@
 """Executors of DatasetSchemaGen and DataGate (see component.py)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -39,16 +40,20 @@ def load_schema(path: str):
                            f"{' '.join(str(err).split())[:300]}") from err
 
 
-def generated_schema_text(template_path: str, examples_uri: str) -> str:
-    """The dataset schema for the vocabulary of `examples_uri`, as deterministic text."""
+def generated_schema_text(template_path: Optional[str], examples_uri: str) -> str:
+    """The dataset schema for the vocabulary of `examples_uri`, as deterministic text.
+
+    `template_path` None means schema.CURATED_TEMPLATE.
+    """
     from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
     with _gfile().GFile(os.path.join(examples_uri, features.LABELS_FILE), "rb") as f:
         vocabulary = [line.decode("utf-8") for line in f.read().splitlines()]
-    schema = schema_lib.dataset_schema(load_schema(template_path), vocabulary)
+    schema = schema_lib.dataset_schema(
+        load_schema(template_path or schema_lib.CURATED_TEMPLATE), vocabulary)
     return text_format.MessageToString(schema)
 
 
-def schema_text(schema_path: str, template_path: str, examples_uri: str,
+def schema_text(schema_path: str, template_path: Optional[str], examples_uri: str,
                 create: bool) -> str:
     """The schema file's text, or, when it does not exist yet, the text a run will write."""
     if _gfile().exists(schema_path):
@@ -59,7 +64,7 @@ def schema_text(schema_path: str, template_path: str, examples_uri: str,
     return generated_schema_text(template_path, examples_uri)
 
 
-def write_dataset_schema(schema_path: str, template_path: str, examples_uri: str):
+def write_dataset_schema(schema_path: str, template_path: Optional[str], examples_uri: str):
     """Writes the dataset schema for the vocabulary of `examples_uri`; returns it."""
     _gfile().makedirs(os.path.dirname(schema_path) or ".")
     with _gfile().GFile(schema_path, "w") as f:
@@ -80,10 +85,11 @@ class SchemaExecutor(base_executor.BaseExecutor):
         created = not _gfile().exists(path)
         if created and not exec_properties["create"]:
             raise RuntimeError(f"schema file {path} does not exist.")
-        schema = write_dataset_schema(path, exec_properties["template_path"], examples.uri) \
+        schema = write_dataset_schema(path, exec_properties.get("template_path"), examples.uri) \
             if created else load_schema(path)
         if created:
             logging.info("Wrote the dataset schema %s.", path)
+        _gfile().makedirs(output.uri)  # the KFP launcher does not create it for gs:// roots
         tfdv.write_schema_text(schema, os.path.join(output.uri, SCHEMA_FILE))
         output.set_int_custom_property("created", int(created))
         output.set_string_custom_property("schema_path", path)
@@ -128,6 +134,13 @@ def failure_message(verdict: dict, accept_hint: str) -> str:
     return "\n".join(lines)
 
 
+def report_id(result_uri: str) -> str:
+    """The execution id locally (URIs end in it); on Kubeflow/Vertex, whose URIs end in the
+    output key, a hash of the URI, which holds the run id."""
+    name = os.path.basename(result_uri.rstrip("/"))
+    return name if name.isdigit() else hashlib.sha256(result_uri.encode()).hexdigest()[:12]
+
+
 class GateExecutor(base_executor.BaseExecutor):
     """Passes, or fails its execution with the anomalies in plain words."""
 
@@ -138,8 +151,7 @@ class GateExecutor(base_executor.BaseExecutor):
         result = artifact_utils.get_single_instance(output_dict["result"])
         # Outside the output artifact: TFX deletes a failed execution's output folders,
         # and a blocked run's report is the one a user most needs.
-        out_dir = os.path.join(exec_properties["report_dir"],
-                               f"data-{os.path.basename(result.uri.rstrip('/'))}")
+        out_dir = os.path.join(exec_properties["report_dir"], f"data-{report_id(result.uri)}")
         verdict = evaluate(examples_uri=uri["examples"], statistics_uri=uri["statistics"],
                            schema_uri=uri["schema"], anomalies_uri=uri["anomalies"],
                            out_dir=out_dir, exec_properties=exec_properties)
@@ -148,6 +160,7 @@ class GateExecutor(base_executor.BaseExecutor):
                 execution_result=execution_result_pb2.ExecutionResult(
                     code=1, result_message=failure_message(
                         verdict, exec_properties["accept_hint"])))
+        _gfile().makedirs(result.uri)
         with _gfile().GFile(os.path.join(result.uri, data_report.VERDICT_JSON), "w") as f:
             json.dump(verdict, f, indent=1, ensure_ascii=False)
         result.set_int_custom_property("passed", 1)

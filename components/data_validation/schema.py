@@ -9,11 +9,17 @@ not expressible in a TFDV schema; the gate checks it against this domain (checks
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from trainer_module import features
+
+# The curated template shipped with this code (the project is installed editable, in the
+# image too), found next to the code that runs rather than by a path compiled into a spec.
+CURATED_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "pipeline", "schema", "schema.pbtxt")
 
 
 def _feature(schema: schema_pb2.Schema, name: str) -> schema_pb2.Feature:
