@@ -43,8 +43,9 @@ def anomaly_lines(anomalies: Dict[str, anomalies_pb2.Anomalies],
     lines = []
     for split, result in sorted(anomalies.items()):
         for feature, info in sorted(result.anomaly_info.items()):
-            found = "; ".join(r.description or r.short_description for r in info.reason) \
-                or info.description or info.short_description
+            found = "; ".join((r.description or r.short_description).strip()
+                              for r in info.reason) \
+                or (info.description or info.short_description).strip()
             lines.append(f"{split} split, feature '{feature}': expected "
                          f"{_expected(schema, feature)}; found: {found}")
         if result.HasField("dataset_anomaly_info"):
