@@ -20,17 +20,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from components.image_example_gen import sources
 from trainer_module import features
 
 REPORT_PAGE = "index.html"
 SAMPLES_PNG = "samples.png"
 VERDICT_JSON = "validation.json"
 TILE = 96
-
-
-def _gfile():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    return tf.io.gfile
 
 
 def sample_grid(examples_uri: str, classes: Sequence[str], per_class: int = 4,
@@ -47,7 +43,7 @@ def sample_grid(examples_uri: str, classes: Sequence[str], per_class: int = 4,
     filled = [0] * len(classes)
     for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
         folder = os.path.join(examples_uri, f"Split-{split}")
-        if not _gfile().isdir(folder) or all(n >= per_class for n in filled):
+        if not sources.gfile().isdir(folder) or all(n >= per_class for n in filled):
             continue
         files = dataset.list_shards(folder)
         records = tf.data.TFRecordDataset(files, dataset.shard_compression(files))
@@ -71,7 +67,7 @@ def histogram(statistics_uri: str, feature: str,
     """[(low, high, count)] of a numeric feature from StatisticsGen's output (no decode)."""
     import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
     path = os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb")
-    if not _gfile().exists(path):
+    if not sources.gfile().exists(path):
         return []
     stats = tfdv.load_stats_binary(path)
     for dataset_stats in stats.datasets:
@@ -103,7 +99,7 @@ def render(out_dir: str, *, examples_uri: str, statistics_uri: Optional[str],
            accept_hint: str = "", per_class: int = 4) -> str:
     """Writes index.html, samples.png and validation.json to `out_dir`; returns the page path."""
     from PIL import Image  # pylint: disable=g-import-not-at-top
-    gfile = _gfile()
+    gfile = sources.gfile()
     gfile.makedirs(out_dir)
     classes = list(report.get("classes", []))
     grid = sample_grid(examples_uri, classes, per_class)

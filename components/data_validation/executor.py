@@ -15,19 +15,15 @@ from tfx.types import artifact_utils
 
 from components.data_validation import checks, data_report
 from components.data_validation import schema as schema_lib
+from components.image_example_gen import sources
 from trainer_module import features
 
 SCHEMA_FILE = "schema.pbtxt"  # inside a Schema artifact, as SchemaGen writes it
 ANOMALIES_FILE = "SchemaDiff.pb"  # per split, as ExampleValidator writes it
 
 
-def _gfile():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    return tf.io.gfile
-
-
 def read_json(path: str) -> dict:
-    with _gfile().GFile(path, "r") as f:
+    with sources.gfile().GFile(path, "r") as f:
         return json.load(f)
 
 
@@ -46,8 +42,8 @@ def generated_schema_text(template_path: Optional[str], examples_uri: str) -> st
     `template_path` None means schema.CURATED_TEMPLATE.
     """
     from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-    with _gfile().GFile(os.path.join(examples_uri, features.LABELS_FILE), "rb") as f:
-        vocabulary = [line.decode("utf-8") for line in f.read().splitlines()]
+    from trainer_module import dataset  # pylint: disable=g-import-not-at-top
+    vocabulary = dataset.read_labels(os.path.join(examples_uri, f"Split-{features.TRAIN_SPLIT}"))
     schema = schema_lib.dataset_schema(
         load_schema(template_path or schema_lib.CURATED_TEMPLATE), vocabulary)
     return text_format.MessageToString(schema)
@@ -56,8 +52,8 @@ def generated_schema_text(template_path: Optional[str], examples_uri: str) -> st
 def schema_text(schema_path: str, template_path: Optional[str], examples_uri: str,
                 create: bool) -> str:
     """The schema file's text, or, when it does not exist yet, the text a run will write."""
-    if _gfile().exists(schema_path):
-        with _gfile().GFile(schema_path, "r") as f:
+    if sources.gfile().exists(schema_path):
+        with sources.gfile().GFile(schema_path, "r") as f:
             return f.read()
     if not create:
         raise RuntimeError(f"schema file {schema_path} does not exist.")
@@ -66,8 +62,8 @@ def schema_text(schema_path: str, template_path: Optional[str], examples_uri: st
 
 def write_dataset_schema(schema_path: str, template_path: Optional[str], examples_uri: str):
     """Writes the dataset schema for the vocabulary of `examples_uri`; returns it."""
-    _gfile().makedirs(os.path.dirname(schema_path) or ".")
-    with _gfile().GFile(schema_path, "w") as f:
+    sources.gfile().makedirs(os.path.dirname(schema_path) or ".")
+    with sources.gfile().GFile(schema_path, "w") as f:
         f.write(generated_schema_text(template_path, examples_uri))
     return load_schema(schema_path)
 
@@ -82,14 +78,14 @@ class SchemaExecutor(base_executor.BaseExecutor):
         path = exec_properties["schema_path"]
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         output = artifact_utils.get_single_instance(output_dict["schema"])
-        created = not _gfile().exists(path)
+        created = not sources.gfile().exists(path)
         if created and not exec_properties["create"]:
             raise RuntimeError(f"schema file {path} does not exist.")
         schema = write_dataset_schema(path, exec_properties.get("template_path"), examples.uri) \
             if created else load_schema(path)
         if created:
             logging.info("Wrote the dataset schema %s.", path)
-        _gfile().makedirs(output.uri)  # the KFP launcher does not create it for gs:// roots
+        sources.gfile().makedirs(output.uri)  # the KFP launcher does not create it for gs:// roots
         tfdv.write_schema_text(schema, os.path.join(output.uri, SCHEMA_FILE))
         output.set_int_custom_property("created", int(created))
         output.set_string_custom_property("schema_path", path)
@@ -101,7 +97,7 @@ def load_anomalies(anomalies_uri: str) -> dict:
     out = {}
     for split in features.SPLITS:
         path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
-        if _gfile().exists(path):
+        if sources.gfile().exists(path):
             out[split] = anomalies_util.load_anomalies_binary(path)
     return out
 
@@ -160,8 +156,8 @@ class GateExecutor(base_executor.BaseExecutor):
                 execution_result=execution_result_pb2.ExecutionResult(
                     code=1, result_message=failure_message(
                         verdict, exec_properties["accept_hint"])))
-        _gfile().makedirs(result.uri)
-        with _gfile().GFile(os.path.join(result.uri, data_report.VERDICT_JSON), "w") as f:
+        sources.gfile().makedirs(result.uri)
+        with sources.gfile().GFile(os.path.join(result.uri, data_report.VERDICT_JSON), "w") as f:
             json.dump(verdict, f, indent=1, ensure_ascii=False)
         result.set_int_custom_property("passed", 1)
         result.set_int_custom_property("warnings", len(verdict["warnings"]))
