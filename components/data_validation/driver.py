@@ -11,36 +11,21 @@ from __future__ import annotations
 
 import hashlib
 
-from tfx.dsl.components.base import base_driver
-from tfx.orchestration import data_types_utils
-from tfx.orchestration.portable import base_driver as ir_base_driver
 from tfx.orchestration.portable import data_types
-from tfx.proto.orchestration import driver_output_pb2
 from tfx.types import artifact_utils
 
+from components.cache_key_driver import CacheKeyDriver
 from components.data_validation import executor
 
 SCHEMA_DIGEST_KEY = "schema_digest"
 
 
-class SchemaDigestDriver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
-    """IR driver: exec_properties + {schema_digest: sha256 of the schema text}."""
+class SchemaDigestDriver(CacheKeyDriver):
+    """Adds {schema_digest: sha256 of the schema text}."""
 
-    def __init__(self, metadata_handle):
-        base_driver.BaseDriver.__init__(self, metadata_handle)
-        ir_base_driver.BaseDriver.__init__(self, metadata_handle)
-
-    def run(self, execution_info: data_types.ExecutionInfo) -> driver_output_pb2.DriverOutput:
-        result = driver_output_pb2.DriverOutput()
-        props = dict(execution_info.exec_properties)
+    def extra_properties(self, execution_info: data_types.ExecutionInfo) -> dict:
+        props = execution_info.exec_properties
         examples = artifact_utils.get_single_uri(execution_info.input_dict["examples"])
         text = executor.schema_text(props["schema_path"], props.get("template_path"), examples,
                                     bool(props["create"]))
-        props[SCHEMA_DIGEST_KEY] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        for key, value in props.items():
-            if value is not None:
-                data_types_utils.set_metadata_value(result.exec_properties[key], value)
-        for key, artifacts in execution_info.output_dict.items():
-            for artifact in artifacts:
-                result.output_artifacts[key].artifacts.append(artifact.mlmd_artifact)
-        return result
+        return {SCHEMA_DIGEST_KEY: hashlib.sha256(text.encode("utf-8")).hexdigest()}

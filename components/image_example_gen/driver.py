@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 
-from tfx.dsl.components.base import base_driver
-from tfx.orchestration import data_types_utils
-from tfx.orchestration.portable import base_driver as ir_base_driver
 from tfx.orchestration.portable import data_types
-from tfx.proto.orchestration import driver_output_pb2
 
+from components.cache_key_driver import CacheKeyDriver
 from components.image_example_gen import sources
 
 INGEST_OPTIONS_KEY = "ingest_options"
@@ -28,21 +25,9 @@ def data_root(exec_properties) -> str:
         json.loads(exec_properties[INGEST_OPTIONS_KEY])["data_root"]
 
 
-class FingerprintDriver(base_driver.BaseDriver, ir_base_driver.BaseDriver):
-    """IR driver: exec_properties + {input_fingerprint: sha256 of the data root listing}."""
+class FingerprintDriver(CacheKeyDriver):
+    """Adds {input_fingerprint: sha256 of the data root listing}."""
 
-    def __init__(self, metadata_handle):
-        base_driver.BaseDriver.__init__(self, metadata_handle)
-        ir_base_driver.BaseDriver.__init__(self, metadata_handle)
-
-    def run(self, execution_info: data_types.ExecutionInfo) -> driver_output_pb2.DriverOutput:
-        result = driver_output_pb2.DriverOutput()
-        props = dict(execution_info.exec_properties)
-        props[INPUT_FINGERPRINT_KEY] = sources.fingerprint(data_root(props))
-        for key, value in props.items():
-            if value is not None:
-                data_types_utils.set_metadata_value(result.exec_properties[key], value)
-        for key, artifacts in execution_info.output_dict.items():
-            for artifact in artifacts:
-                result.output_artifacts[key].artifacts.append(artifact.mlmd_artifact)
-        return result
+    def extra_properties(self, execution_info: data_types.ExecutionInfo) -> dict:
+        return {INPUT_FINGERPRINT_KEY: sources.fingerprint(data_root(
+            execution_info.exec_properties))}
