@@ -6,6 +6,7 @@
   imgpipe ingest --data-root D --output O [ingest flags] [Beam flags, e.g. --runner ...]
   imgpipe validate --data-root D --workdir W [--config F] [--set ...]
                  ingest, schema, statistics and the data gate only, with the data report
+  imgpipe predict [--model DIR | --workdir W] [--top-k N] [--json] FILE_OR_DIR...
   imgpipe schema update --workdir W   accept the latest data's vocabulary into the schema
   imgpipe report --workdir W          rebuild the data report of the latest run
   imgpipe compile  --target kubeflow|vertex --output FILE --image IMAGE --data-root URI
@@ -185,6 +186,27 @@ def cmd_ingest(args, beam_argv: list) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    """One line per file (path, label, probability); errors per file on stderr; rc 1 if any."""
+    from pipeline import predict  # pylint: disable=g-import-not-at-top
+    if bool(args.model) == bool(args.workdir):
+        raise ValueError("give --model DIR or --workdir W (its latest pushed model).")
+    model = _abs(args.model) if args.model else predict.latest_model(_abs(args.workdir))
+    failed = 0
+    for result in predict.predict(model, args.paths, batch_size=args.batch_size,
+                                  top_k=args.top_k):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+        elif "error" in result:
+            print(f"imgpipe: {result['path']}: {result['error']}", file=sys.stderr)
+        elif args.top_k > 1:
+            print(f"{result['path']}\t" + ", ".join(f"{n} {p:.4f}" for n, p in result["top"]))
+        else:
+            print(f"{result['path']}\t{result['label']}\t{result['probability']:.4f}")
+        failed += "error" in result
+    return 1 if failed else 0
+
+
 def cmd_schema_update(args) -> int:
     """Rewrites workdir/schema/schema.pbtxt for the vocabulary of the latest ingest."""
     from components.data_validation import executor, schema as schema_lib  # pylint: disable=g-import-not-at-top
@@ -342,6 +364,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ingest.add_argument("--config", help="YAML file (ingest fields are used)")
     ingest.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
+    predict = sub.add_parser("predict", help="classify image files with a pushed model")
+    predict.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    predict.add_argument("--model", help="a pushed SavedModel folder")
+    predict.add_argument("--workdir", help="use the latest model pushed to W/serving")
+    predict.add_argument("--top-k", type=int, default=1)
+    predict.add_argument("--json", action="store_true", help="one JSON object per file")
+    predict.add_argument("--batch-size", type=int, default=64)
+
     schema = sub.add_parser("schema", help="the dataset schema in the workdir")
     schema.add_argument("action", choices=("update",),
                         help="update: accept the latest ingest's classes into the schema")
@@ -372,6 +402,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_ingest(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "predict":
+            return cmd_predict(args)
         if args.command == "schema":
             return cmd_schema_update(args)
         if args.command == "report":

@@ -11,6 +11,7 @@ The class vocabulary is a constant inside the graph: the model alone maps ids to
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import tensorflow as tf
@@ -23,6 +24,9 @@ SERVING_INPUT_KEY = "image_bytes"
 EXAMPLES_INPUT_KEY = "examples"
 PROBABILITIES_KEY = "probabilities"
 LABEL_OUTPUT_KEY = "label"
+# The vocabulary next to the SavedModel (TF Serving's extra-assets folder), one name per line
+# in class-id order, for tools that show more than the top label (`imgpipe predict --top-k`).
+LABELS_ASSET = os.path.join("assets.extra", "labels.txt")
 
 
 def _parse(examples: tf.Tensor) -> dict:
@@ -110,4 +114,7 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
         SERVING_SIGNATURE: serve_image_bytes,
         EXAMPLES_SIGNATURE: serve_examples,
     })
+    tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(LABELS_ASSET)))
+    with tf.io.gfile.GFile(os.path.join(export_dir, LABELS_ASSET), "w") as f:
+        f.write("".join(f"{name}\n" for name in class_names))
     return export_dir

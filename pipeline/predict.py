@@ -1,0 +1,133 @@
+"""`imgpipe predict`: classify image files with a pushed model, through its serving_default.
+
+Files are listed lazily (folders walked in sorted order, hidden files skipped) and sent in
+batches of `batch_size`, so memory holds one batch of encoded files however many there are.
+Every result comes from the model's own `serving_default` (decode, resize and the class
+vocabulary inside the model), so it equals what a server answers.
+
+A file that cannot be read, is not a JPEG/PNG/GIF/BMP, or fails to decode gets its own error
+result; the rest of its batch is classified all the same (a batch the model rejects is
+retried file by file to find the bad one).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator, List, Optional, Sequence
+
+from trainer_module import export, image_ops
+
+
+def latest_model(workdir: str) -> str:
+    """The newest pushed version under workdir/serving. Raises ValueError when none."""
+    serving = os.path.join(workdir, "serving")
+    versions = [v for v in (os.listdir(serving) if os.path.isdir(serving) else [])
+                if v.isdigit()]
+    if not versions:
+        raise ValueError(f"no pushed model in {serving}: run imgpipe run first, or give "
+                         "--model DIR.")
+    return os.path.join(serving, max(versions, key=int))
+
+
+def iter_files(paths: Sequence[str]) -> Iterator[str]:
+    """Each given file, and every non-hidden file under each given folder (sorted)."""
+    for path in paths:
+        if os.path.isdir(path):
+            for folder, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    if not name.startswith("."):
+                        yield os.path.join(folder, name)
+        else:
+            yield path
+
+
+def _batches(items: Iterable[str], size: int) -> Iterator[List[str]]:
+    batch: List[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read(path: str):
+    """(bytes, None) or (None, error message)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(), None
+    except OSError as err:
+        return None, f"cannot read: {err.strerror or err}"
+
+
+class Predictor:
+    """A loaded model's serving_default plus its vocabulary (for top-k names)."""
+
+    def __init__(self, model_dir: str):
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        self._tf = tf
+        if not os.path.isdir(model_dir):
+            raise ValueError(f"--model {model_dir!r}: no such folder.")
+        self._serve = tf.saved_model.load(model_dir).signatures[export.SERVING_SIGNATURE]
+        labels = os.path.join(model_dir, export.LABELS_ASSET)
+        self.classes: Optional[List[str]] = None
+        if os.path.isfile(labels):
+            with open(labels, encoding="utf-8") as f:
+                self.classes = f.read().splitlines()
+
+    def constant(self, images: List[bytes]):
+        return self._tf.constant(images, dtype=self._tf.string)
+
+    def _call(self, images: List[bytes]) -> List[tuple]:
+        out = self._serve(**{export.SERVING_INPUT_KEY: self.constant(images)})
+        labels = [label.decode("utf-8") for label in out[export.LABEL_OUTPUT_KEY].numpy()]
+        return list(zip(labels, out[export.PROBABILITIES_KEY].numpy()))
+
+    def classify(self, images: List[bytes]) -> List[Optional[tuple]]:
+        """(label, probabilities) per image; None for an image the model cannot decode."""
+        try:
+            return self._call(images)
+        except self._tf.errors.InvalidArgumentError:
+            if len(images) == 1:
+                return [None]
+            return [r for image in images for r in self.classify([image])]
+
+    def name(self, index: int, top_label: str, top_index: int) -> str:
+        if self.classes and index < len(self.classes):
+            return self.classes[index]
+        return top_label if index == top_index else f"class {index}"
+
+
+def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 64,
+            top_k: int = 1) -> Iterator[dict]:
+    """Yields {"path", "label", "probability", "top": [[name, p], ...]} or {"path", "error"}.
+
+    Raises:
+      ValueError: a bad batch_size/top_k or model folder.
+    """
+    if batch_size < 1 or top_k < 1:
+        raise ValueError(f"batch_size={batch_size}, top_k={top_k}: both must be >= 1.")
+    predictor = Predictor(model_dir)
+    for paths_batch in _batches(iter_files(paths), batch_size):
+        read = [(_path, *_read(_path)) for _path in paths_batch]
+        readable = [data for _, data, err in read if err is None]
+        decodable = iter(image_ops.is_decodable_format(  # the check serving_default makes
+            predictor.constant(readable)).numpy() if readable else [])
+        read = [(p, data, err if err or next(decodable) else
+                 "not a JPEG, PNG, GIF or BMP image") for p, data, err in read]
+        good = [(p, data) for p, data, err in read if err is None]
+        results = dict(zip([p for p, _ in good],
+                           predictor.classify([d for _, d in good]) if good else []))
+        for path, _, error in read:
+            if error is None and results[path] is None:
+                error = "cannot be decoded (truncated or corrupt)"
+            if error is not None:
+                yield {"path": path, "error": error}
+                continue
+            label, probabilities = results[path]
+            order = probabilities.argsort()[::-1][:top_k]
+            top = [[predictor.name(int(i), label, int(order[0])), float(probabilities[i])]
+                   for i in order]
+            yield {"path": path, "label": label, "probability": float(probabilities.max()),
+                   "top": top}
