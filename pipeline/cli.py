@@ -105,12 +105,18 @@ def _run(config, validate_only: bool = False) -> int:
     pushed = latest_pushed_model(config.serving_dir)
     if pushed and pushed != before:
         print(f"imgpipe: pushed model: {pushed}")
-    elif pushed:
-        print(f"imgpipe: no new model pushed (cached or not blessed); latest: {pushed}")
-    else:
-        print("imgpipe: no model pushed: the Evaluator did not bless it "
-              f"(see {config.pipeline_root}/Evaluator).")
+        return 0
+    from pipeline import blessing  # pylint: disable=g-import-not-at-top
+    evaluation = blessing.last_evaluation(config.workdir)
+    if evaluation is not None and not evaluation["blessed"]:
+        print("imgpipe: no model pushed: the Evaluator did not bless it:", file=sys.stderr)
+        for line in evaluation["reasons"]:
+            print(f"imgpipe:   - {line}", file=sys.stderr)
+        print(f"imgpipe: {f'still serving: {pushed}' if pushed else 'nothing is serving yet'}.",
+              file=sys.stderr)
         return 1
+    print(f"imgpipe: no new model pushed: nothing changed since the last run (cached); "
+          f"serving: {pushed}")
     return 0
 
 

@@ -7,6 +7,7 @@ One slow module-scoped run is shared by the assertions:
 """
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -97,8 +98,20 @@ def pipeline_runs(tmp_path_factory):
     _run([tfx, "run", "create", "--engine", "local", "--pipeline_name", "imgpipe_e2e"],
          env, str(root))
     runs_after_second = _executions_by_run(os.path.join(workdir, "metadata.sqlite"))
+    serving = os.path.join(workdir, "serving")
+    versions_before = sorted(os.listdir(serving))
+    # Third: the same model against an absolute threshold it cannot meet (only the Evaluator
+    # and Pusher run again); fourth: the settings of run two again, all from the cache.
+    imgpipe = [os.path.join(VENV_BIN, "imgpipe"), "run", "--data-root", data_root,
+               "--workdir", workdir, "--config", str(config_path)]
+    strict = subprocess.run([*imgpipe, "--set", "min_accuracy=1.0"], env=env, cwd=str(root),
+                            capture_output=True, text=True, timeout=1500)
+    versions_after_strict = sorted(os.listdir(serving))
+    again = subprocess.run(imgpipe, env=env, cwd=str(root), capture_output=True, text=True,
+                           timeout=1500)
     return {"workdir": workdir, "first_stdout": first.stdout, "first": runs_after_first,
-            "all": runs_after_second}
+            "all": runs_after_second, "strict": strict, "again": again,
+            "versions": (versions_before, versions_after_strict, sorted(os.listdir(serving)))}
 
 
 @pytest.mark.slow
@@ -155,3 +168,26 @@ def test_second_run_via_tfx_cli_reuses_cache(pipeline_runs):
     # The Evaluator's inputs did change: run 1 had no baseline, run 2 has run 1's blessed
     # model as its baseline, so TFX evaluates once more (a third run would be all cached).
     assert second.get("Evaluator") in ("CACHED", "COMPLETE"), second
+
+
+@pytest.mark.slow
+def test_an_unblessed_model_has_a_reason_and_the_serving_model_stays(pipeline_runs):
+    strict = pipeline_runs["strict"]
+    assert strict.returncode == 1, strict.stderr[-3000:]
+    lines = [l for l in strict.stderr.splitlines() if l.startswith("imgpipe:")]
+    before, after_strict, after_again = pipeline_runs["versions"]
+    assert lines[0] == "imgpipe: no model pushed: the Evaluator did not bless it:"
+    assert re.fullmatch(r"imgpipe:   - accuracy 0\.\d{3} < min_accuracy 1\.000", lines[1]), lines
+    latest = os.path.join(pipeline_runs["workdir"], "serving", max(before, key=int))
+    assert lines[-1] == f"imgpipe: still serving: {latest}."
+    assert after_strict == before  # nothing pushed
+
+
+@pytest.mark.slow
+def test_a_cached_rerun_that_pushes_nothing_new_says_so_and_is_not_an_error(pipeline_runs):
+    again = pipeline_runs["again"]
+    assert again.returncode == 0, again.stderr[-3000:]
+    before, _, after_again = pipeline_runs["versions"]
+    assert after_again == before
+    assert again.stdout.strip().splitlines()[-1].startswith(
+        "imgpipe: no new model pushed: nothing changed since the last run (cached); serving: ")
