@@ -1,4 +1,4 @@
-"""Why a run pushed nothing, in plain words, from what the Evaluator recorded.
+"""What the Evaluator decided, in plain words: per-class metrics, and why nothing was pushed.
 
 TFMA lists each failed threshold (metric, value, bound; absolute or change) in its
 ValidationResult, with an empty `message`; `reasons` writes the sentence.
@@ -6,11 +6,12 @@ ValidationResult, with an empty `message`; `reasons` writes the sentence.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import history
+from trainer_module import features
 
 _NAMES = {"sparse_categorical_accuracy": "accuracy"}
 
@@ -38,8 +39,45 @@ def reasons(validation) -> List[str]:
     return lines or ["the Evaluator did not bless it (no failed threshold recorded)"]
 
 
+def confusion_matrix(evaluation_uri: str) -> Dict[Tuple[int, int], float]:
+    """{(actual class id, predicted class id): examples} of the candidate model on the overall
+    slice, argmax-exact (with a baseline, TFMA also stores the baseline's matrix).
+
+    Read from the raw plots proto: TFMA's load_eval_result drops zero-valued fields, so class
+    0 would lose its id there.
+    """
+    import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+    out: Dict[Tuple[int, int], float] = {}
+    for plots in tfma.load_plots(evaluation_uri):
+        if plots.slice_key.single_slice_keys:
+            continue
+        for keyed in plots.plot_keys_and_values:
+            if keyed.key.model_name == tfma.BASELINE_KEY:  # the candidate's matrix only
+                continue
+            matrices = keyed.value.multi_class_confusion_matrix_at_thresholds.matrices
+            for entry in (matrices[0].entries if matrices else []):
+                key = (entry.actual_class_id, entry.predicted_class_id)
+                out[key] = out.get(key, 0.0) + entry.num_weighted_examples
+    return out
+
+
+def per_class(matrix: Dict[Tuple[int, int], float], classes: List[str]) -> Dict[str, dict]:
+    """{class name: {"precision", "recall", "f1", "support"}} from an argmax confusion matrix."""
+    out = {}
+    for i, name in enumerate(classes):
+        true_positive = matrix.get((i, i), 0.0)
+        predicted = sum(n for (_, p), n in matrix.items() if p == i)
+        actual = sum(n for (a, _), n in matrix.items() if a == i)
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[name] = {"precision": precision, "recall": recall, "f1": f1, "support": int(actual)}
+    return out
+
+
 def last_evaluation(workdir: str) -> Optional[dict]:
-    """{"state", "blessed", "reasons"} of the newest Evaluator execution, or None."""
+    """The newest Evaluator execution's {"state", "blessed", "reasons", "classes", "matrix",
+    "per_class", "examples" (the evaluated Examples URI)}, or None."""
     import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
     store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
     evaluator = history.latest_execution(store, "Evaluator")
@@ -50,5 +88,10 @@ def last_evaluation(workdir: str) -> Optional[dict]:
         return None
     blessed = os.path.exists(os.path.join(outputs["blessing"], "BLESSED"))
     why = [] if blessed else reasons(tfma.load_validation_result(outputs["evaluation"]))
+    inputs = history.artifact_uris(store, evaluator.id, metadata_store_pb2.Event.INPUT)
+    with open(os.path.join(inputs["examples"], features.LABELS_FILE), encoding="utf-8") as f:
+        classes = f.read().splitlines()
+    matrix = confusion_matrix(outputs["evaluation"])
     return {"state": metadata_store_pb2.Execution.State.Name(evaluator.last_known_state),
-            "blessed": blessed, "reasons": why}
+            "blessed": blessed, "reasons": why, "classes": classes, "matrix": matrix,
+            "per_class": per_class(matrix, classes), "examples": inputs["examples"]}

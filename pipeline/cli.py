@@ -102,12 +102,16 @@ def _run(config, validate_only: bool = False) -> int:
     if validate_only:
         print("imgpipe: data validation passed.")
         return 0
+    from pipeline import blessing  # pylint: disable=g-import-not-at-top
+    evaluation = blessing.last_evaluation(config.workdir)
+    if evaluation is not None and evaluation["per_class"]:
+        print("imgpipe: eval precision/recall/F1 per class: " + ", ".join(
+            f"{name} {m['precision']:.2f}/{m['recall']:.2f}/{m['f1']:.2f}"
+            for name, m in evaluation["per_class"].items()))
     pushed = latest_pushed_model(config.serving_dir)
     if pushed and pushed != before:
         print(f"imgpipe: pushed model: {pushed}")
         return 0
-    from pipeline import blessing  # pylint: disable=g-import-not-at-top
-    evaluation = blessing.last_evaluation(config.workdir)
     if evaluation is not None and not evaluation["blessed"]:
         print("imgpipe: no model pushed: the Evaluator did not bless it:", file=sys.stderr)
         for line in evaluation["reasons"]:

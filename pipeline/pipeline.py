@@ -46,7 +46,10 @@ def ingest_options(config: PipelineConfig) -> IngestOptions:
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """TFMA config: accuracy on the from_examples signature, absolute and change thresholds."""
+    """TFMA config on the from_examples signature: accuracy (absolute and change thresholds),
+    example count, and the argmax multi-class confusion matrix (per-class precision, recall
+    and F1 derive from it: pipeline/blessing.py). model_type is pinned to tf_generic so TFMA
+    does not guess it by trying to load a Keras model."""
     accuracy = tfma.MetricConfig(
         class_name="SparseCategoricalAccuracy",
         threshold=tfma.MetricThreshold(
@@ -56,11 +59,13 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 absolute={"value": -config.max_accuracy_drop - 1e-10})))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=export.EXAMPLES_SIGNATURE,
+                                    model_type=tfma.TF_GENERIC,
                                     label_key=features.LABEL_KEY,
                                     prediction_key=export.PROBABILITIES_KEY)],
         slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[accuracy,
-                                                 tfma.MetricConfig(class_name="ExampleCount")])])
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            accuracy, tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")])])
 
 
 def create_pipeline(config: PipelineConfig, *,

@@ -29,3 +29,12 @@ def test_absolute_and_change_failures_in_words():
 def test_no_recorded_failure_still_gives_a_reason():
     assert blessing.reasons(validation_result_pb2.ValidationResult()) == [
         "the Evaluator did not bless it (no failed threshold recorded)"]
+
+
+def test_per_class_precision_recall_f1_from_an_argmax_confusion_matrix():
+    matrix = {(0, 0): 8.0, (0, 1): 2.0, (1, 1): 5.0, (1, 0): 0.0, (2, 0): 1.0}
+    result = blessing.per_class(matrix, ["a", "b", "c"])
+    assert result["a"] == {"precision": 8 / 9, "recall": 0.8,
+                           "f1": 2 * (8 / 9) * 0.8 / (8 / 9 + 0.8), "support": 10}
+    assert result["b"]["precision"] == 5 / 7 and result["b"]["recall"] == 1.0
+    assert result["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}

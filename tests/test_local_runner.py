@@ -191,3 +191,29 @@ def test_a_cached_rerun_that_pushes_nothing_new_says_so_and_is_not_an_error(pipe
     assert after_again == before
     assert again.stdout.strip().splitlines()[-1].startswith(
         "imgpipe: no new model pushed: nothing changed since the last run (cached); serving: ")
+
+
+@pytest.mark.slow
+def test_per_class_metrics_match_a_direct_computation_with_the_pushed_model(pipeline_runs):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from pipeline import blessing  # pylint: disable=g-import-not-at-top
+    from trainer_module import dataset, export  # pylint: disable=g-import-not-at-top
+    evaluation = blessing.last_evaluation(pipeline_runs["workdir"])
+    serving = os.path.join(pipeline_runs["workdir"], "serving")
+    model = tf.saved_model.load(os.path.join(serving, max(os.listdir(serving), key=int)))
+    files = dataset.list_shards(os.path.join(evaluation["examples"], "Split-eval"))
+    direct = {}
+    for batch in tf.data.TFRecordDataset(files, dataset.shard_compression(files)).batch(16):
+        out = model.signatures[export.EXAMPLES_SIGNATURE](examples=batch)
+        predicted = out[export.PROBABILITIES_KEY].numpy().argmax(axis=1)
+        actual = [int(dataset.parse_image_label(s)[1]) for s in batch]
+        for a, p in zip(actual, predicted):
+            direct[(a, int(p))] = direct.get((a, int(p)), 0) + 1
+    assert {k: round(v) for k, v in evaluation["matrix"].items() if v} == direct
+    assert list(evaluation["per_class"]) == list(CLASSES)
+    for i, name in enumerate(CLASSES):
+        support = sum(n for (a, _), n in direct.items() if a == i)
+        recall = direct.get((i, i), 0) / support if support else 0.0
+        assert evaluation["per_class"][name]["recall"] == pytest.approx(recall, abs=1e-6)
+        assert evaluation["per_class"][name]["support"] == support
+    assert "imgpipe: eval precision/recall/F1 per class: circle " in pipeline_runs["again"].stdout
