@@ -16,8 +16,11 @@ from trainer_module import features
 _NAMES = {"sparse_categorical_accuracy": "accuracy"}
 
 
-def reasons(validation) -> List[str]:
-    """One sentence per failed threshold of a tfma ValidationResult proto."""
+def reasons(validation, per_class_metrics: Optional[Dict[str, dict]] = None) -> List[str]:
+    """One sentence per failed threshold of a tfma ValidationResult proto.
+
+    `per_class_metrics` (from `per_class`) lets a failed min_class_recall name its classes.
+    """
     lines = []
     for per_slice in validation.metric_validations_per_slice:
         for failure in per_slice.failures:
@@ -32,8 +35,16 @@ def reasons(validation) -> List[str]:
                              f"{max(allowed, -1.0):+.3f}; max_accuracy_drop)")
             elif threshold.value_threshold.HasField("lower_bound"):
                 bound = threshold.value_threshold.lower_bound.value
-                lines.append(f"{name} {value:.3f} < min_accuracy {bound:.3f}"
-                             if name == "accuracy" else f"{name} {value:.3f} < {bound:.3f}")
+                if name == "accuracy":
+                    lines.append(f"{name} {value:.3f} < min_accuracy {bound:.3f}")
+                elif name == "min_class_recall":
+                    low = sorted((m["recall"], c) for c, m in (per_class_metrics or {}).items()
+                                 if m["support"] and m["recall"] < bound)
+                    named = ", ".join(f"{c} {r:.3f}" for r, c in low)
+                    lines.append(f"recall of {'class ' + named if named else 'a class'} < "
+                                 f"min_class_recall {bound:.3f}")
+                else:
+                    lines.append(f"{name} {value:.3f} < {bound:.3f}")
             else:
                 lines.append(f"{name} {value:.3f} failed its threshold")
     return lines or ["the Evaluator did not bless it (no failed threshold recorded)"]
@@ -87,11 +98,15 @@ def last_evaluation(workdir: str) -> Optional[dict]:
     if "blessing" not in outputs:  # failed before writing anything
         return None
     blessed = os.path.exists(os.path.join(outputs["blessing"], "BLESSED"))
-    why = [] if blessed else reasons(tfma.load_validation_result(outputs["evaluation"]))
     inputs = history.artifact_uris(store, evaluator.id, metadata_store_pb2.Event.INPUT)
     with open(os.path.join(inputs["examples"], features.LABELS_FILE), encoding="utf-8") as f:
         classes = f.read().splitlines()
     matrix = confusion_matrix(outputs["evaluation"])
+    metrics = per_class(matrix, classes)
+    why = [] if blessed else reasons(tfma.load_validation_result(outputs["evaluation"]),
+                                     metrics)
     return {"state": metadata_store_pb2.Execution.State.Name(evaluator.last_known_state),
-            "blessed": blessed, "reasons": why, "classes": classes, "matrix": matrix,
-            "per_class": per_class(matrix, classes), "examples": inputs["examples"]}
+            "id": evaluator.id, "blessed": blessed, "reasons": why, "classes": classes,
+            "matrix": matrix, "per_class": metrics, "examples": inputs["examples"],
+            "model": inputs.get("model"), "baseline": inputs.get("baseline_model"),
+            "evaluation": outputs["evaluation"]}

@@ -94,6 +94,8 @@ class PipelineConfig:
     # Evaluation / blessing.
     min_accuracy: float = 0.5  # absolute lower bound for blessing
     max_accuracy_drop: float = 0.0  # allowed drop against the latest blessed model
+    # Lowest allowed recall of any class (argmax decisions); None: no per-class threshold.
+    min_class_recall: Optional[float] = None
 
     enable_cache: bool = True  # TFX step caching
 
@@ -196,6 +198,9 @@ class PipelineConfig:
             raise ValueError(f"min_accuracy={self.min_accuracy}: must be in [0, 1].")
         if self.max_accuracy_drop < 0.0:
             raise ValueError(f"max_accuracy_drop={self.max_accuracy_drop}: must be >= 0.")
+        if self.min_class_recall is not None and not 0.0 <= self.min_class_recall <= 1.0:
+            raise ValueError(f"min_class_recall={self.min_class_recall}: must be in [0, 1] "
+                             "(or unset).")
         for name in ("learning_rate", "fine_tune_learning_rate"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0.")
@@ -305,6 +310,10 @@ def _coerce(name: str, value: Any) -> Any:
     kind = type(default) if default is not None else None
     if name in ("train_steps", "eval_steps", "max_side"):
         kind = int
+    if name == "min_class_recall":
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        kind = float
     if isinstance(value, bool) and kind in (int, float):  # YAML `true` is not a number
         raise ValueError(f"{name}={value!r}: must be a finite {kind.__name__}.")
     try:

@@ -17,6 +17,7 @@ from components.data_validation import schema as schema_lib
 from components.data_validation.component import DataGate, DatasetSchemaGen
 from components.image_example_gen import ImageExampleGen, IngestOptions
 from components.image_trainer.component import ImageTrainer
+from pipeline import eval_metrics
 from pipeline.config import PipelineConfig
 from trainer_module import export, features
 
@@ -48,7 +49,8 @@ def ingest_options(config: PipelineConfig) -> IngestOptions:
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     """TFMA config on the from_examples signature: accuracy (absolute and change thresholds),
     example count, and the argmax multi-class confusion matrix (per-class precision, recall
-    and F1 derive from it: pipeline/blessing.py). model_type is pinned to tf_generic so TFMA
+    and F1 derive from it: pipeline/blessing.py); with `min_class_recall`, also the lowest
+    per-class recall (pipeline/eval_metrics.py), which no class may fall below. model_type is pinned to tf_generic so TFMA
     does not guess it by trying to load a Keras model."""
     accuracy = tfma.MetricConfig(
         class_name="SparseCategoricalAccuracy",
@@ -57,15 +59,20 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             change_threshold=tfma.GenericChangeThreshold(
                 direction=tfma.MetricDirection.HIGHER_IS_BETTER,
                 absolute={"value": -config.max_accuracy_drop - 1e-10})))
+    metrics = [accuracy, tfma.MetricConfig(class_name="ExampleCount"),
+               tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")]
+    if config.min_class_recall is not None:
+        metrics.append(tfma.MetricConfig(
+            class_name="MinClassRecall", module=eval_metrics.__name__,
+            threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                lower_bound={"value": config.min_class_recall}))))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=export.EXAMPLES_SIGNATURE,
                                     model_type=tfma.TF_GENERIC,
                                     label_key=features.LABEL_KEY,
                                     prediction_key=export.PROBABILITIES_KEY)],
         slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            accuracy, tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")])])
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
 def create_pipeline(config: PipelineConfig, *,

@@ -15,6 +15,8 @@ Layout of `model_run_dir`:
                                   redone when stage 2 or the export was killed
   logs/                           TensorBoard (train/, validation/), plus a profiler trace
                                   of `profile_batches` ("10,20", or one batch) when set
+  eval_predictions.json           the exported model's argmax on every eval example: counts
+                                  and the most confident mistakes (the run report's grid)
 A rerun resumes only in the same model_run_dir (an orchestrator restarting the same
 execution); give a fresh one for a fresh run.
 """
@@ -31,7 +33,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-from trainer_module import dataset, export, features, model, strategy as strategy_lib
+from trainer_module import dataset, export, features, image_ops, model, strategy as strategy_lib
 
 DEFAULTS = {
     "image_size": 300, "batch_size": 32, "epochs": 5, "learning_rate": 1e-3,
@@ -42,6 +44,7 @@ DEFAULTS = {
     "train_steps": None, "eval_steps": None, "seed": None, "random_crop": False,
 }
 HEAD, FINE_TUNE = "head", "fine_tune"
+EVAL_PREDICTIONS_FILE = "eval_predictions.json"
 
 
 def _split_size(file_pattern, split: str) -> Optional[int]:
@@ -115,6 +118,47 @@ def _callbacks(model_run_dir: str, stage: str, profile_batch) -> list:
         tf_keras.callbacks.TensorBoard(log_dir=os.path.join(model_run_dir, "logs"),
                                        profile_batch=profile_batch),
     ]
+
+
+def write_eval_predictions(inference_model, eval_files, image_size: int, batch_size: int,
+                           path: str, limit: int = 64) -> dict:
+    """Runs the model over the eval split once and writes what it got wrong to `path`.
+
+    JSON: {"count", "correct", "misclassified_total", "misclassified": [{"filename", "label",
+    "predicted", "probability"}], the `limit` most confident mistakes first}. Images are
+    decoded by the same make_dataset path as validation; memory holds one batch.
+    """
+    files = dataset.list_shards(eval_files)
+
+    def parse(serialized):
+        parsed = tf.io.parse_single_example(serialized, {
+            features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+            features.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        })
+        return (image_ops.decode_and_resize(parsed[features.IMAGE_KEY], image_size),
+                parsed[features.LABEL_KEY], parsed[features.FILENAME_KEY])
+
+    ds = (tf.data.TFRecordDataset(files, compression_type=dataset.shard_compression(files))
+          .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+          .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    predict = tf.function(lambda x: inference_model(tf.cast(x, tf.float32), training=False))
+    count, mistakes = 0, []
+    for images, labels, names in ds:
+        probabilities = predict(images).numpy()
+        predicted = probabilities.argmax(axis=1)
+        for i, label in enumerate(labels.numpy()):
+            count += 1
+            if predicted[i] != label:
+                mistakes.append({"filename": names[i].numpy().decode("utf-8", "replace"),
+                                 "label": int(label), "predicted": int(predicted[i]),
+                                 "probability": float(probabilities[i, predicted[i]])})
+    mistakes.sort(key=lambda m: -m["probability"])
+    out = {"count": count, "correct": count - len(mistakes),
+           "misclassified_total": len(mistakes), "misclassified": mistakes[:limit]}
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(out, f, indent=1, ensure_ascii=False)
+    return out
 
 
 def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
@@ -213,6 +257,9 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     finally:
         if not chief:
             shutil.rmtree(target, ignore_errors=True)
+    if chief and not is_tpu:  # a TPU model runs only inside strategy.run
+        write_eval_predictions(inference_model, eval_files, size, batch,
+                               os.path.join(model_run_dir, EVAL_PREDICTIONS_FILE))
     return history
 
 
