@@ -16,10 +16,12 @@ from trainer_module import features
 _NAMES = {"sparse_categorical_accuracy": "accuracy"}
 
 
-def reasons(validation, per_class_metrics: Optional[Dict[str, dict]] = None) -> List[str]:
+def reasons(validation, per_class_metrics: Optional[Dict[str, dict]] = None,
+            accuracy: Optional[Dict[str, float]] = None) -> List[str]:
     """One sentence per failed threshold of a tfma ValidationResult proto.
 
-    `per_class_metrics` (from `per_class`) lets a failed min_class_recall name its classes.
+    `per_class_metrics` (from `per_class`) lets a failed min_class_recall name its classes;
+    `accuracy` (from `accuracies`) puts both models' values in the change sentence.
     """
     lines = []
     for per_slice in validation.metric_validations_per_slice:
@@ -30,9 +32,15 @@ def reasons(validation, per_class_metrics: Optional[Dict[str, dict]] = None) -> 
             threshold = failure.metric_threshold
             if key.is_diff and threshold.HasField("change_threshold"):
                 allowed = threshold.change_threshold.absolute.value
-                lines.append(f"{name} is {abs(value):.3f} {'below' if value < 0 else 'above'} "
-                             f"the latest blessed model's (allowed change: "
-                             f"{max(allowed, -1.0):+.3f}; max_accuracy_drop)")
+                both = accuracy or {}
+                values = (f"{name} {both['candidate']:.3f} is {abs(value):.3f} "
+                          f"{'below' if value < 0 else 'above'} the latest blessed model's "
+                          f"{both['baseline']:.3f}" if name == "accuracy" and
+                          {"candidate", "baseline"} <= set(both) else
+                          f"{name} is {abs(value):.3f} {'below' if value < 0 else 'above'} "
+                          "the latest blessed model's")
+                drop = min(1.0, max(0.0, -allowed))  # the config's max_accuracy_drop
+                lines.append(f"{values} (max_accuracy_drop {drop:.3f})")
             elif threshold.value_threshold.HasField("lower_bound"):
                 bound = threshold.value_threshold.lower_bound.value
                 if name == "accuracy":
@@ -104,9 +112,24 @@ def last_evaluation(workdir: str) -> Optional[dict]:
     matrix = confusion_matrix(outputs["evaluation"])
     metrics = per_class(matrix, classes)
     why = [] if blessed else reasons(tfma.load_validation_result(outputs["evaluation"]),
-                                     metrics)
+                                     metrics, accuracies(outputs["evaluation"]))
     return {"state": metadata_store_pb2.Execution.State.Name(evaluator.last_known_state),
             "id": evaluator.id, "blessed": blessed, "reasons": why, "classes": classes,
             "matrix": matrix, "per_class": metrics, "examples": inputs["examples"],
             "model": inputs.get("model"), "baseline": inputs.get("baseline_model"),
             "evaluation": outputs["evaluation"]}
+
+
+def accuracies(evaluation_uri: str) -> Dict[str, float]:
+    """{"candidate": accuracy, "baseline": accuracy (only with a baseline)} on the overall slice."""
+    import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+    out = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        if metrics.slice_key.single_slice_keys:
+            continue
+        for keyed in metrics.metric_keys_and_values:
+            key = keyed.key
+            if key.name == "sparse_categorical_accuracy" and not key.is_diff:
+                role = "baseline" if key.model_name == tfma.BASELINE_KEY else "candidate"
+                out[role] = keyed.value.double_value.value
+    return out

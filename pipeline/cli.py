@@ -8,7 +8,8 @@
                  ingest, schema, statistics and the data gate only, with the data report
   imgpipe predict [--model DIR | --workdir W] [--top-k N] [--json] FILE_OR_DIR...
   imgpipe schema update --workdir W   accept the latest data's vocabulary into the schema
-  imgpipe report --workdir W          rebuild the data report of the latest run
+  imgpipe report --workdir W          rebuild the data and run reports of the latest run
+  imgpipe runs --workdir W [RUN_ID]   past runs (when, how long, states, accuracy, pushed)
   imgpipe compile  --target kubeflow|vertex --output FILE --image IMAGE --data-root URI
                    --pipeline-root URI [--config F] [--set key=value ...]
   imgpipe submit   --target kubeflow --host URL | --target vertex --project P --region R
@@ -33,6 +34,8 @@ DEMO_SETTINGS = {  # measured: val accuracy ~0.7 from scratch, a few minutes on 
     "label_smoothing": 0.0,
 }
 DEMO_DATA = {"images_per_class": 150, "min_side": 96, "max_side": 256}
+PIPELINE_COMMANDS = ("run", "validate", "demo", "ingest")  # quiet console + log file
+QUIET_COMMANDS = ("predict", "runs", "report", "schema")  # the same, without the summary
 
 
 def _abs(path: Optional[str]) -> Optional[str]:
@@ -80,48 +83,69 @@ def _latest_verdict(config) -> Optional[dict]:
     return verdict
 
 
+_CONSOLE = None  # the active console.Capture while a pipeline command runs
+
+
+def _say(line: str, error: bool = False) -> None:
+    """A console line: through the capture when one is active (it also logs it)."""
+    if _CONSOLE is not None:
+        _CONSOLE.say(line, error)
+    else:
+        print(line, file=sys.stderr if error else sys.stdout, flush=True)
+
+
 def _run(config, validate_only: bool = False) -> int:
-    from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+    from pipeline import console, local_runner  # pylint: disable=g-import-not-at-top
     before = latest_pushed_model(config.serving_dir)
     try:
-        local_runner.run(config, validate_only)
+        with console.ComponentWatcher(config.workdir, _say):
+            local_runner.run(config, validate_only)
     except RuntimeError as err:  # a component's one-line verdict on the data or settings
-        print(f"imgpipe: {err}", file=sys.stderr)
+        _say(f"imgpipe: {err}", error=True)
         return 1
     except Exception as err:  # pylint: disable=broad-except
         message = _failed_result(err)
         if message is None:
             raise
-        print("\n".join(f"imgpipe: {line}" for line in message.splitlines()), file=sys.stderr)
+        for line in message.splitlines():
+            _say(f"imgpipe: {line}", error=True)
         return 1
     verdict = _latest_verdict(config)
-    if verdict:
-        for line in verdict["warnings"]:
-            print(f"imgpipe: data warning: {line}")
-        print(f"imgpipe: data report: {verdict['report']}")
+    for line in (verdict or {}).get("warnings", []):
+        _say(f"imgpipe: data warning: {line}")
+    reports = [f"imgpipe: data report: {verdict['report']}"] if verdict else []
     if validate_only:
-        print("imgpipe: data validation passed.")
+        _say("imgpipe: data validation passed.")
+        for line in reports:
+            _say(line)
         return 0
-    from pipeline import blessing  # pylint: disable=g-import-not-at-top
+    from pipeline import blessing, run_report  # pylint: disable=g-import-not-at-top
     evaluation = blessing.last_evaluation(config.workdir)
+    report = run_report.build(config.workdir, config.reports_dir)
+    if report:
+        reports.append(f"imgpipe: run report: {report}")
     if evaluation is not None and evaluation["per_class"]:
-        print("imgpipe: eval precision/recall/F1 per class: " + ", ".join(
+        _say("imgpipe: eval precision/recall/F1 per class: " + ", ".join(
             f"{name} {m['precision']:.2f}/{m['recall']:.2f}/{m['f1']:.2f}"
             for name, m in evaluation["per_class"].items()))
     pushed = latest_pushed_model(config.serving_dir)
     if pushed and pushed != before:
-        print(f"imgpipe: pushed model: {pushed}")
-        return 0
-    if evaluation is not None and not evaluation["blessed"]:
-        print("imgpipe: no model pushed: the Evaluator did not bless it:", file=sys.stderr)
+        _say(f"imgpipe: pushed model: {pushed}")
+        rc = 0
+    elif evaluation is not None and not evaluation["blessed"]:
+        _say("imgpipe: no model pushed: the Evaluator did not bless it:", error=True)
         for line in evaluation["reasons"]:
-            print(f"imgpipe:   - {line}", file=sys.stderr)
-        print(f"imgpipe: {f'still serving: {pushed}' if pushed else 'nothing is serving yet'}.",
-              file=sys.stderr)
-        return 1
-    print(f"imgpipe: no new model pushed: nothing changed since the last run (cached); "
-          f"serving: {pushed}")
-    return 0
+            _say(f"imgpipe:   - {line}", error=True)
+        _say(f"imgpipe: {f'still serving: {pushed}' if pushed else 'nothing is serving yet'}.",
+             error=True)
+        rc = 1
+    else:
+        _say(f"imgpipe: no new model pushed: nothing changed since the last run (cached); "
+             f"serving: {pushed}")
+        rc = 0
+    for line in reports:
+        _say(line)
+    return rc
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -159,7 +183,7 @@ def cmd_demo(args) -> int:
     config = _config(args, **DEMO_SETTINGS)  # bad settings fail before any rendering
     counts = demo_data.generate_dataset(
         data_root, **dict(DEMO_DATA, images_per_class=args.images_per_class))
-    print(f"imgpipe: demo dataset: {sum(counts.values())} images in {data_root} {counts}")
+    _say(f"imgpipe: demo dataset: {sum(counts.values())} images in {data_root} {counts}")
     return _run(config)
 
 
@@ -188,9 +212,9 @@ def cmd_ingest(args, beam_argv: list) -> int:
     try:
         report = report_lib.finish_output(output)
     except RuntimeError as err:
-        print(f"imgpipe: {err}", file=sys.stderr)
+        _say(f"imgpipe: {err}", error=True)
         return 1
-    print(json.dumps({"output": output, **report["counts"],
+    _say(json.dumps({"output": output, **report["counts"],
                       "per_split": {k: sum(v.values()) for k, v in report["per_split"].items()},
                       "classes": len(report["classes"])}, ensure_ascii=False))
     return 0
@@ -206,13 +230,13 @@ def cmd_predict(args) -> int:
     for result in predict.predict(model, args.paths, batch_size=args.batch_size,
                                   top_k=args.top_k):
         if args.json:
-            print(json.dumps(result, ensure_ascii=False), flush=True)
+            _say(json.dumps(result, ensure_ascii=False))
         elif "error" in result:
-            print(f"imgpipe: {result['path']}: {result['error']}", file=sys.stderr)
+            _say(f"imgpipe: {result['path']}: {result['error']}", error=True)
         elif args.top_k > 1:
-            print(f"{result['path']}\t" + ", ".join(f"{n} {p:.4f}" for n, p in result["top"]))
+            _say(f"{result['path']}\t" + ", ".join(f"{n} {p:.4f}" for n, p in result["top"]))
         else:
-            print(f"{result['path']}\t{result['label']}\t{result['probability']:.4f}")
+            _say(f"{result['path']}\t{result['label']}\t{result['probability']:.4f}")
         failed += "error" in result
     return 1 if failed else 0
 
@@ -233,13 +257,14 @@ def cmd_schema_update(args) -> int:
     change = "; ".join(filter(None, [added and f"added {', '.join(added)}",
                                      removed and f"removed {', '.join(removed)}"])) \
         or "no class change"
-    print(f"imgpipe: schema updated: {path} ({len(after)} classes; {change}). "
+    _say(f"imgpipe: schema updated: {path} ({len(after)} classes; {change}). "
           "The next run validates against it.")
     return 0
 
 
 def cmd_report(args) -> int:
-    """Rebuilds the data report of the latest run from its recorded inputs."""
+    """Rebuilds the data report of the latest run, and its run report, from what MLMD
+    recorded."""
     from components.data_validation import executor  # pylint: disable=g-import-not-at-top
     from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
     from pipeline import history  # pylint: disable=g-import-not-at-top
@@ -254,9 +279,67 @@ def cmd_report(args) -> int:
         schema_uri=uris["schema"], anomalies_uri=uris["anomalies"],
         out_dir=os.path.join(workdir, "reports", f"data-{gate.id}"),
         exec_properties=history.properties(gate))
-    print(f"imgpipe: data report: {verdict['report']} "
+    _say(f"imgpipe: data report: {verdict['report']} "
           f"({'passed' if verdict['passed'] else 'blocked'}, "
           f"{len(verdict['blocking'])} anomalies, {len(verdict['warnings'])} warnings)")
+    from pipeline import run_report  # pylint: disable=g-import-not-at-top
+    page = run_report.build(workdir)
+    if page:
+        _say(f"imgpipe: run report: {page}")
+    return 0
+
+
+def _when(ms: int) -> str:
+    import datetime  # pylint: disable=g-import-not-at-top
+    return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_runs(args) -> int:
+    """Past runs from the workdir's MLMD store, newest first; or one run in detail."""
+    from pipeline import console, history  # pylint: disable=g-import-not-at-top
+    workdir = _abs(args.workdir)
+    store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
+    runs = history.runs(store)
+    if args.run_id:
+        run = next((r for r in runs if r["id"] == args.run_id), None)
+        if run is None:
+            raise ValueError(f"no run {args.run_id!r} in {workdir}; `imgpipe runs --workdir "
+                             f"{args.workdir}` lists them.")
+        _say(f"run {run['id']}: started {_when(run['start'])}, "
+             f"{_duration((run['end'] - run['start']) / 1000)}")
+        for node, execution in run["nodes"]:
+            if not node.endswith("resolver"):
+                _say(console.describe(store, workdir, node, execution))
+        return 0
+    if not runs:
+        _say(f"no runs recorded in {workdir} yet.")
+        return 0
+    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+    _say(f"{'run id':<27} {'started':<19} {'took':>11}  {'accuracy':>8}  {'pushed':<11} "
+         "components")
+    for run in runs:
+        counts, failed, accuracy, pushed = {}, [], "", "-"
+        for node, execution in run["nodes"]:
+            if node.endswith("resolver"):
+                continue
+            word = history.state_word(execution)
+            counts[word] = counts.get(word, 0) + 1
+            if word not in ("ran", "cached"):
+                failed.append(f"{node} {word}")
+                continue
+            outputs = history.artifact_uris(store, execution.id,
+                                            metadata_store_pb2.Event.OUTPUT)
+            if node == "Evaluator":
+                fact = console.facts(workdir, node, outputs)
+                accuracy = fact.split(",")[0].replace("accuracy ", "") if fact else ""
+            if node == "Pusher" and "pushed_model" in outputs:
+                props = history.artifact_properties(store, outputs["pushed_model"])
+                pushed = str(props.get("pushed_version", "")) if props.get("pushed") else "-"
+        summary = ", ".join(f"{n} {w}" for w, n in counts.items() if w in ("ran", "cached"))
+        _say(f"{run['id']:<27} {_when(run['start']):<19} "
+             f"{_duration((run['end'] - run['start']) / 1000):>11}  {accuracy:>8}  "
+             f"{pushed:<11} {'; '.join([summary, *failed])}")
+    _say("`imgpipe runs --workdir W RUN_ID` shows one run's components and times.")
     return 0
 
 
@@ -387,8 +470,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="update: accept the latest ingest's classes into the schema")
     schema.add_argument("--workdir", required=True)
 
-    report = sub.add_parser("report", help="rebuild the data report of the latest run")
+    report = sub.add_parser("report", help="rebuild the data and run reports of the "
+                            "latest run")
     report.add_argument("--workdir", required=True)
+
+    runs = sub.add_parser("runs", help="past runs of a workdir, from its ML Metadata store")
+    runs.add_argument("--workdir", required=True)
+    runs.add_argument("run_id", nargs="?", help="show this run's components and times")
 
     compile_ = sub.add_parser("compile", help="compile for Kubeflow Pipelines or Vertex AI")
     _add_remote_flags(compile_, submit=False)
@@ -406,29 +494,112 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     schedule.add_argument("--timezone", help="IANA zone, e.g. Europe/Berlin (Vertex only)")
     schedule.add_argument("--name", required=True, help="schedule name")
 
+    for name in PIPELINE_COMMANDS:
+        sub.choices[name].add_argument(
+            "--verbose", action="store_true",
+            help="also stream the full log (TFX, Beam, TensorFlow) to the console")
+
     args, rest = parser.parse_known_args(argv)
+    if args.command != "ingest" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command in PIPELINE_COMMANDS + QUIET_COMMANDS:
+        return _with_console(args, rest)
+    return _dispatch(args, rest)
+
+
+def _log_path(args) -> str:
+    """WORKDIR/logs/<run id>.log; for ingest, next to a local output (else a temp folder)."""
+    import datetime  # pylint: disable=g-import-not-at-top
+    import tempfile  # pylint: disable=g-import-not-at-top
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.command in QUIET_COMMANDS:
+        workdir = _abs(getattr(args, "workdir", None) or "")
+        folder = os.path.join(workdir, "logs") if workdir and os.path.isdir(workdir) \
+            else os.path.join(tempfile.gettempdir(), "imgpipe-logs")
+        return os.path.join(folder, f"{args.command}-{stamp}.log")
+    if args.command == "ingest":
+        output = _abs(args.output)
+        folder = (output.rstrip("/") + "-logs") if "://" not in output \
+            else os.path.join(tempfile.gettempdir(), "imgpipe-logs")
+        return os.path.join(folder, f"ingest-{stamp}.log")
+    return os.path.join(_abs(args.workdir), "logs", f"{stamp}.log")
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
+
+
+def _with_console(args, rest) -> int:
+    """Runs a pipeline command with the quiet console; the full log goes to a file."""
+    import time  # pylint: disable=g-import-not-at-top
+    import traceback  # pylint: disable=g-import-not-at-top
+    from pipeline import console  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+    global _CONSOLE
+    start = time.monotonic()
+    log = _log_path(args)
+    existed = [p for p in (os.path.dirname(os.path.dirname(log)), os.path.dirname(log))
+               if os.path.isdir(p)]
+    try:
+        capture = console.Capture(log, verbose=getattr(args, "verbose", False)).__enter__()
+    except OSError as err:
+        print(f"imgpipe: error: cannot write the log {log}: {err}", file=sys.stderr)
+        return 2
+    if args.command not in ("ingest", *QUIET_COMMANDS):  # this imports Beam (noisy)
+        try:
+            config = _config(args, **(DEMO_SETTINGS if args.command == "demo" else {}))
+            if args.command != "demo" and "://" not in config.data_root and \
+                    not os.path.exists(config.data_root):
+                raise ValueError(f"--data-root {config.data_root} does not exist.")
+        except (ValueError, FileNotFoundError) as err:
+            capture.say(f"imgpipe: error: {err}", error=True)
+            capture.__exit__(None, None, None)
+            # Bad settings: leave no log (nor folders) behind in a possibly mistyped workdir.
+            os.remove(log)
+            for folder in (os.path.dirname(log), os.path.dirname(os.path.dirname(log))):
+                if folder not in existed and os.path.isdir(folder) and not os.listdir(folder):
+                    os.rmdir(folder)
+            return 2
+    _CONSOLE = capture
+    try:
+        rc = _dispatch(args, rest)
+    except Exception as err:  # pylint: disable=broad-except
+        traceback.print_exc()  # into the log only
+        first = " ".join(str(err).split()) or type(err).__name__
+        _say(f"imgpipe: error: {type(err).__name__}: {first[:400]}", error=True)
+        _say(f"imgpipe: the traceback is in the full log: {log}", error=True)
+        rc = 1
+    if args.command in PIPELINE_COMMANDS:
+        _say(f"imgpipe: full log: {log}")
+        _say(f"imgpipe: total {_duration(time.monotonic() - start)} (exit {rc})")
+    _CONSOLE = None
+    capture.__exit__(None, None, None)
+    return rc
+
+
+def _dispatch(args, rest) -> int:
     try:
         if args.command == "ingest":
             return cmd_ingest(args, rest)
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "predict":
             return cmd_predict(args)
         if args.command == "schema":
             return cmd_schema_update(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "runs":
+            return cmd_runs(args)
         if args.command in ("compile", "submit", "schedule"):
             return {"compile": cmd_compile, "submit": cmd_submit,
                     "schedule": lambda a: cmd_submit(a, schedule=True)}[args.command](args)
         return cmd_demo(args) if args.command == "demo" else cmd_run(args)
     except (ValueError, FileNotFoundError) as err:
-        print(f"imgpipe: error: {err}", file=sys.stderr)
+        _say(f"imgpipe: error: {err}", error=True)
         return 2
     except RuntimeError as err:
         if args.command not in ("submit", "schedule"):
             raise
-        print(f"imgpipe: error: {err}", file=sys.stderr)
+        _say(f"imgpipe: error: {err}", error=True)
         return 1
 
 

@@ -57,3 +57,61 @@ def properties(execution: metadata_store_pb2.Execution) -> Dict[str, object]:
         if kind in ("int_value", "double_value", "string_value"):
             out[name] = getattr(value, kind)
     return out
+
+
+_TERMINAL = {metadata_store_pb2.Execution.COMPLETE: "ran",
+             metadata_store_pb2.Execution.CACHED: "cached",
+             metadata_store_pb2.Execution.FAILED: "FAILED",
+             metadata_store_pb2.Execution.CANCELED: "canceled"}
+
+
+def state_word(execution: metadata_store_pb2.Execution) -> str:
+    """ran | cached | FAILED | canceled | running."""
+    return _TERMINAL.get(execution.last_known_state, "running")
+
+
+def seconds(execution: metadata_store_pb2.Execution) -> float:
+    """Wall time of an execution: registered just before its executor starts, updated when
+    it is published."""
+    return max(0.0, (execution.last_update_time_since_epoch
+                     - execution.create_time_since_epoch) / 1000)
+
+
+def node_ids(store, executions) -> Dict[int, str]:
+    """{execution id: pipeline node id ("Trainer", "Evaluator", ...)}."""
+    node_type = next((t.id for t in store.get_context_types() if t.name == "node"), None)
+    out = {}
+    for execution in executions:
+        for context in store.get_contexts_by_execution(execution.id):
+            if context.type_id == node_type:
+                out[execution.id] = context.name.split(".", 1)[-1]
+    return out
+
+
+def runs(store) -> list:
+    """Every pipeline run, newest first: {"id", "start", "end" (ms since epoch), "nodes":
+    [(node id, execution)] in execution order}."""
+    out = []
+    for context in store.get_contexts_by_type("pipeline_run"):
+        executions = sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
+        if not executions:
+            continue
+        names = node_ids(store, executions)
+        out.append({"id": context.name, "start": min(e.create_time_since_epoch
+                                                     for e in executions),
+                    "end": max(e.last_update_time_since_epoch for e in executions),
+                    "nodes": [(names.get(e.id, "?"), e) for e in executions]})
+    return sorted(out, key=lambda r: r["start"], reverse=True)
+
+
+def artifact_properties(store, uri: str) -> Dict[str, object]:
+    """Custom properties of the newest artifact at `uri` as plain values ({} if none)."""
+    matches = [a for a in store.get_artifacts_by_uri(uri)]
+    if not matches:
+        return {}
+    out = {}
+    for name, value in max(matches, key=lambda a: a.id).custom_properties.items():
+        kind = value.WhichOneof("value")
+        if kind in ("int_value", "double_value", "string_value"):
+            out[name] = getattr(value, kind)
+    return out

@@ -87,7 +87,8 @@ def pipeline_runs(tmp_path_factory):
                IMGPIPE_CONFIG=str(config_path), LOCAL_HOME=str(root / "tfx_home"))
 
     first = _run([os.path.join(VENV_BIN, "imgpipe"), "run", "--data-root", data_root,
-                  "--workdir", workdir, "--config", str(config_path)], env, str(root))
+                  "--workdir", workdir, "--config", str(config_path)],
+                 dict(env, TF_CPP_MIN_LOG_LEVEL=""), str(root))  # as a user starts it
     runs_after_first = _executions_by_run(os.path.join(workdir, "metadata.sqlite"))
 
     runner = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipeline",
@@ -104,12 +105,16 @@ def pipeline_runs(tmp_path_factory):
     # and Pusher run again); fourth: the settings of run two again, all from the cache.
     imgpipe = [os.path.join(VENV_BIN, "imgpipe"), "run", "--data-root", data_root,
                "--workdir", workdir, "--config", str(config_path)]
-    strict = subprocess.run([*imgpipe, "--set", "min_accuracy=1.0"], env=env, cwd=str(root),
+    strict = subprocess.run([*imgpipe, "--set", "min_accuracy=1.0", "--set",
+                             "min_class_recall=1.0"], env=env, cwd=str(root),
                             capture_output=True, text=True, timeout=1500)
     versions_after_strict = sorted(os.listdir(serving))
     again = subprocess.run(imgpipe, env=env, cwd=str(root), capture_output=True, text=True,
                            timeout=1500)
-    return {"workdir": workdir, "first_stdout": first.stdout, "first": runs_after_first,
+    history = subprocess.run([os.path.join(VENV_BIN, "imgpipe"), "runs", "--workdir", workdir],
+                             env=env, cwd=str(root), capture_output=True, text=True, timeout=600)
+    return {"workdir": workdir, "data_root": data_root, "first_stdout": first.stdout,
+            "first_stderr": first.stderr, "history": history, "first": runs_after_first,
             "all": runs_after_second, "strict": strict, "again": again,
             "versions": (versions_before, versions_after_strict, sorted(os.listdir(serving)))}
 
@@ -177,7 +182,13 @@ def test_an_unblessed_model_has_a_reason_and_the_serving_model_stays(pipeline_ru
     lines = [l for l in strict.stderr.splitlines() if l.startswith("imgpipe:")]
     before, after_strict, after_again = pipeline_runs["versions"]
     assert lines[0] == "imgpipe: no model pushed: the Evaluator did not bless it:"
-    assert re.fullmatch(r"imgpipe:   - accuracy 0\.\d{3} < min_accuracy 1\.000", lines[1]), lines
+    reasons = sorted(lines[1:-1])
+    assert len(reasons) == 2, lines
+    assert re.fullmatch(r"imgpipe:   - accuracy 0\.\d{3} < min_accuracy 1\.000", reasons[0]), lines
+    # Argmax-exact per-class recall, with the classes below the bound named.
+    assert re.fullmatch(r"imgpipe:   - recall of class (circle|square|triangle) 0\.\d{3}"
+                        r"(, (circle|square|triangle) [01]\.\d{3})* < min_class_recall 1\.000",
+                        reasons[1]), lines
     latest = os.path.join(pipeline_runs["workdir"], "serving", max(before, key=int))
     assert lines[-1] == f"imgpipe: still serving: {latest}."
     assert after_strict == before  # nothing pushed
@@ -189,8 +200,8 @@ def test_a_cached_rerun_that_pushes_nothing_new_says_so_and_is_not_an_error(pipe
     assert again.returncode == 0, again.stderr[-3000:]
     before, _, after_again = pipeline_runs["versions"]
     assert after_again == before
-    assert again.stdout.strip().splitlines()[-1].startswith(
-        "imgpipe: no new model pushed: nothing changed since the last run (cached); serving: ")
+    assert any(line.startswith("imgpipe: no new model pushed: nothing changed since the last "
+                               "run (cached); serving: ") for line in again.stdout.splitlines())
 
 
 @pytest.mark.slow
@@ -217,3 +228,98 @@ def test_per_class_metrics_match_a_direct_computation_with_the_pushed_model(pipe
         assert evaluation["per_class"][name]["recall"] == pytest.approx(recall, abs=1e-6)
         assert evaluation["per_class"][name]["support"] == support
     assert "imgpipe: eval precision/recall/F1 per class: circle " in pipeline_runs["again"].stdout
+
+
+@pytest.mark.slow
+def test_run_report_pictures_and_only_misclassified_images_in_its_grid(pipeline_runs):
+    import json  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from pipeline import run_report  # pylint: disable=g-import-not-at-top
+    from trainer_module import export  # pylint: disable=g-import-not-at-top
+    printed = [l for l in pipeline_runs["first_stdout"].splitlines()
+               if l.startswith("imgpipe: run report: ")]
+    assert len(printed) == 1
+    page = printed[0].split(": ", 2)[2]
+    folder = os.path.dirname(page)
+    text = open(page, encoding="utf-8").read()
+    for section in ("Run report", "Blessed", "Confusion matrix", "Per class",
+                    "Training curves", "<polyline", "Misclassified eval images",
+                    "Data report", "Class balance"):
+        assert section in text, section
+    for name in (run_report.CONFUSION_PNG, "samples.png"):
+        with Image.open(os.path.join(folder, name)) as image:
+            image.load()
+            assert image.format == "PNG"
+
+    # The latest run's report: its grid holds only images the pushed model gets wrong.
+    again = [l for l in pipeline_runs["again"].stdout.splitlines()
+             if l.startswith("imgpipe: run report: ")]
+    folder = os.path.dirname(again[0].split(": ", 2)[2])
+    with open(os.path.join(folder, run_report.RUN_JSON), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["blessed"] and report["history"]["loss"]
+    tiles = report["misclassified_tiles"]
+    assert len(tiles) == min(report["misclassified_total"], run_report.GRID_TILES)
+    serving = os.path.join(pipeline_runs["workdir"], "serving")
+    serve = tf.saved_model.load(os.path.join(serving, max(os.listdir(serving), key=int)))
+    for tile in tiles:
+        with open(os.path.join(pipeline_runs["data_root"], tile["filename"]), "rb") as f:
+            out = serve.signatures["serving_default"](image_bytes=tf.constant([f.read()]))
+        probabilities = out[export.PROBABILITIES_KEY].numpy()[0]
+        assert CLASSES[tile["label"]] == os.path.dirname(tile["filename"])
+        assert probabilities.argmax() == tile["predicted"] != tile["label"]
+        assert probabilities.max() == pytest.approx(tile["probability"], abs=1e-4)
+    if tiles:
+        with Image.open(os.path.join(folder, run_report.MISCLASSIFIED_PNG)) as image:
+            image.load()
+            assert image.format == "PNG"
+
+
+@pytest.mark.slow
+def test_the_default_console_is_one_line_per_component_and_a_summary(pipeline_runs):
+    out, err = pipeline_runs["first_stdout"], pipeline_runs["first_stderr"]
+    lines = out.splitlines()
+    component_lines = [l for l in lines if l.startswith("  ")]
+    nodes = [l.split()[0] for l in component_lines]
+    assert nodes == ["ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
+                     "DataGate", "Transform", "Trainer", "Evaluator", "Pusher"], out
+    assert all(l.split()[1] == "ran" and re.search(r" \d+\.\d s", l) for l in component_lines)
+    assert re.search(r"ImageExampleGen +ran .* 42 images \(.*\), 3 classes, 0 quarantined",
+                     out), out
+    assert re.search(r"Trainer +ran .* val accuracy 0\.\d{3} after 1 epochs", out), out
+    assert re.search(r"Evaluator +ran .* accuracy [01]\.\d{3}, blessed", out), out
+    assert re.search(r"Pusher +ran .* pushed version \d+", out), out
+    assert any(re.match(r"Epoch 1/1$", l) for l in lines)  # Keras's progress stays
+    assert any(re.match(r"2/2 - .*loss: .*val_accuracy", l) for l in lines)
+    # Nothing else: no library warnings, no C++ start-up noise, on either stream.
+    others = [l for l in lines + err.splitlines() if l and not (
+        l.startswith(("imgpipe: ", "  ", "Epoch ")) or re.match(r"\d+/\d+ - ", l))]
+    assert others == [], others
+    assert "Warning" not in out + err and "cuDNN" not in out + err
+    log_line, total = lines[-2], lines[-1]
+    assert log_line.startswith("imgpipe: full log: ") and re.fullmatch(
+        r"imgpipe: total (\d+ min )?\d+(\.\d)? s \(exit 0\)", total), lines[-3:]
+    log = open(log_line.split(": ", 2)[2], encoding="utf-8").read()
+    # The log holds what the console left out: TensorFlow's C++ start-up and library output.
+    assert "cuda" in log.lower() and "FutureWarning" in log and "Epoch 1/1" in log
+    assert lines[-4].startswith("imgpipe: run report: ")
+
+
+@pytest.mark.slow
+def test_imgpipe_runs_lists_the_runs_newest_first_with_cached_components(pipeline_runs):
+    history = pipeline_runs["history"]
+    assert history.returncode == 0, history.stderr[-2000:]
+    rows = [l for l in history.stdout.splitlines() if re.match(r"\d{4}-\d\d-\d\dT", l)]
+    assert len(rows) == 4, history.stdout  # run, tfx run create, strict, again
+    newest, oldest = rows[0], rows[-1]
+    assert oldest.endswith("9 ran") and re.search(r" 0\.\d{3} +\d+ ", oldest), oldest
+    assert "7 cached" in newest, newest
+    run_id = oldest.split()[0]
+    detail = subprocess.run([os.path.join(VENV_BIN, "imgpipe"), "runs", "--workdir",
+                             pipeline_runs["workdir"], run_id], capture_output=True, text=True,
+                            env=_env(), timeout=600)
+    assert detail.returncode == 0 and detail.stdout.startswith(f"run {run_id}: started ")
+    assert [l.split()[0] for l in detail.stdout.splitlines()[1:]] == [
+        "ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate",
+        "Transform", "Trainer", "Evaluator", "Pusher"]
+    assert detail.stderr.strip() == ""  # no library noise here either

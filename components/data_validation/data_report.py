@@ -94,10 +94,28 @@ def _list(lines: Sequence[str], css: str) -> str:
     return f'<ul class="{css}">' + "".join(f"<li>{html.escape(l)}</li>" for l in lines) + "</ul>"
 
 
+def write_page(out_dir: str, title: str, sections: Sequence[str]) -> str:
+    """Writes `sections` as out_dir/index.html (inline CSS, no script); returns its path."""
+    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>"
+            f"{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em;"
+            "max-width:60em}.bar{background:#4a78b5;height:1em}.bar2{background:#d08a3c;"
+            "height:1em}td{padding:1px 6px}td.n{text-align:right}ul.bad li{color:#a00}"
+            "ul.warn li{color:#a60}ol.plain{font-size:90%}h1{border-top:1px solid #ccc;"
+            "padding-top:.5em}</style></head><body>" + "".join(sections) + "</body></html>")
+    path = os.path.join(out_dir, REPORT_PAGE)
+    with sources.gfile().GFile(path, "w") as f:
+        f.write(page)
+    return path
+
+
 def render(out_dir: str, *, examples_uri: str, statistics_uri: Optional[str],
            report: dict, blocking: Sequence[str], warnings: Sequence[str],
-           accept_hint: str = "", per_class: int = 4) -> str:
-    """Writes index.html, samples.png and validation.json to `out_dir`; returns the page path."""
+           accept_hint: str = "", per_class: int = 4, lead: Sequence[str] = (),
+           title: str = "imgpipe data report") -> str:
+    """Writes index.html, samples.png and validation.json to `out_dir`; returns the page path.
+
+    `lead`: HTML sections placed before the data sections (the run report's).
+    """
     from PIL import Image  # pylint: disable=g-import-not-at-top
     gfile = sources.gfile()
     gfile.makedirs(out_dir)
@@ -110,7 +128,7 @@ def render(out_dir: str, *, examples_uri: str, statistics_uri: Optional[str],
     with gfile.GFile(os.path.join(out_dir, VERDICT_JSON), "w") as f:
         json.dump(verdict, f, indent=1, ensure_ascii=False)
 
-    sections = [f"<h1>Data report</h1><p>{html.escape(report.get('data_root', ''))} "
+    sections = [*lead, f"<h1>Data report</h1><p>{html.escape(report.get('data_root', ''))} "
                 f"({html.escape(report.get('layout', ''))})</p>"]
     state = "BLOCKED: nothing after validation runs" if blocking else "passed"
     sections.append(f'<h2>Verdict: {state}</h2><h3>Anomalies (blocking)</h3>'
@@ -134,12 +152,4 @@ def render(out_dir: str, *, examples_uri: str, statistics_uri: Optional[str],
                     + _bars(sorted(report.get("quarantine_reasons", {}).items()))
                     + "<h3>Skipped, by reason</h3>"
                     + _bars(sorted(report.get("skip_reasons", {}).items())))
-    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>imgpipe data report"
-            "</title><style>body{font-family:sans-serif;margin:2em;max-width:60em}"
-            ".bar{background:#4a78b5;height:1em}td{padding:1px 6px}td.n{text-align:right}"
-            "ul.bad li{color:#a00}ul.warn li{color:#a60}ol.plain{font-size:90%}</style>"
-            "</head><body>" + "".join(sections) + "</body></html>")
-    path = os.path.join(out_dir, REPORT_PAGE)
-    with gfile.GFile(path, "w") as f:
-        f.write(page)
-    return path
+    return write_page(out_dir, title, sections)

@@ -103,8 +103,12 @@ def load_anomalies(anomalies_uri: str) -> dict:
 
 
 def evaluate(*, examples_uri: str, statistics_uri: str, schema_uri: str,
-             anomalies_uri: str, out_dir: str, exec_properties: Dict[str, Any]) -> dict:
-    """Runs the checks and renders the report into `out_dir`; returns validation.json's dict."""
+             anomalies_uri: str, out_dir: str, exec_properties: Dict[str, Any],
+             **page) -> dict:
+    """Runs the checks and renders the report into `out_dir`; returns validation.json's dict.
+
+    `page`: data_report.render's `lead` and `title`, for a page that starts with other sections.
+    """
     report = read_json(os.path.join(examples_uri, features.REPORT_FILE))
     blocking, warnings = checks.verdict(
         load_anomalies(anomalies_uri), load_schema(os.path.join(schema_uri, SCHEMA_FILE)),
@@ -113,7 +117,7 @@ def evaluate(*, examples_uri: str, statistics_uri: str, schema_uri: str,
     page = data_report.render(out_dir, examples_uri=examples_uri,
                               statistics_uri=statistics_uri, report=report,
                               blocking=blocking, warnings=warnings,
-                              accept_hint=exec_properties["accept_hint"])
+                              accept_hint=exec_properties["accept_hint"], **page)
     return {"passed": not blocking, "blocking": blocking, "warnings": warnings,
             "report": page}
 
