@@ -134,8 +134,9 @@ def facts(workdir: str, node: str, outputs: dict) -> str:
             from pipeline import run_report  # pylint: disable=g-import-not-at-top
             curves = run_report.training_history(outputs["model_run"])
             if curves.get("val_accuracy"):
-                return (f"val accuracy {curves['val_accuracy'][-1]:.3f} after "
-                        f"{len(curves['val_accuracy'])} epochs")
+                epochs = len(curves["val_accuracy"])
+                return (f"val accuracy {curves['val_accuracy'][-1]:.3f} after {epochs} "
+                        f"epoch{'' if epochs == 1 else 's'}")
         if node == "Evaluator" and "blessing" in outputs:
             from pipeline import blessing  # pylint: disable=g-import-not-at-top
             accuracy = blessing.accuracies(outputs["evaluation"]).get("candidate")

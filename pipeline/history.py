@@ -36,9 +36,10 @@ def artifact_uris(store, execution_id: int, kind: int) -> Dict[str, str]:
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     out = {}
     for event in events:
-        key = next((s.key for s in event.path.steps if s.HasField("key")), None)
-        if key:
-            out[key] = artifacts[event.artifact_id].uri
+        # One event lists every key of an artifact given twice (model and baseline_model).
+        for step in event.path.steps:
+            if step.HasField("key"):
+                out[step.key] = artifacts[event.artifact_id].uri
     return out
 
 

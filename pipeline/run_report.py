@@ -294,10 +294,6 @@ def build(workdir: str, reports_dir: Optional[str] = None) -> Optional[str]:
     os.makedirs(out_dir, exist_ok=True)
     classes = evaluation["classes"]
     accuracy = blessing.accuracies(evaluation["evaluation"])
-    if "baseline" in accuracy and not evaluation.get("baseline"):
-        # MLMD records an input artifact once: a baseline that is the candidate itself
-        # (a cached Trainer re-evaluated) has no event of its own.
-        evaluation["baseline"] = evaluation["model"]
     pushed = _pushed(store)
     serving_root = os.path.join(workdir, "serving")
     versions = sorted((v for v in os.listdir(serving_root) if v.isdigit()), key=int) \
