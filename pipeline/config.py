@@ -28,6 +28,7 @@ COMPRESSIONS = ("none", "gzip")
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 BEAM_RUNNERS = ("direct", "dataflow")
+LR_SCHEDULES = ("constant", "cosine")
 # Component ids of create_pipeline, the keys `resources` may name.
 COMPONENTS = ("ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
               "DataGate", "Transform", "Trainer", "Evaluator", "Pusher")
@@ -76,6 +77,8 @@ class PipelineConfig:
     train_steps: Optional[int] = None  # steps per epoch; None = one pass over the train split
     eval_steps: Optional[int] = None
     learning_rate: float = 1e-3
+    # constant | cosine: each stage's rate decays to 0 over its steps (steadier last epochs)
+    lr_schedule: str = "constant"
     fine_tune_epochs: int = 0  # stage 2: unfreeze the top `fine_tune_blocks` blocks
     fine_tune_blocks: int = 2
     fine_tune_learning_rate: float = 1e-5
@@ -201,6 +204,7 @@ class PipelineConfig:
         if self.min_class_recall is not None and not 0.0 <= self.min_class_recall <= 1.0:
             raise ValueError(f"min_class_recall={self.min_class_recall}: must be in [0, 1] "
                              "(or unset).")
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("learning_rate", "fine_tune_learning_rate"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be > 0.")
@@ -231,7 +235,8 @@ class PipelineConfig:
 
     def trainer_config(self) -> dict:
         """The JSON-able subset the Trainer's run_fn receives as custom_config."""
-        keys = ("image_size", "batch_size", "epochs", "learning_rate", "fine_tune_epochs",
+        keys = ("image_size", "batch_size", "epochs", "learning_rate", "lr_schedule",
+                "fine_tune_epochs",
                         "fine_tune_blocks", "fine_tune_learning_rate", "dropout", "label_smoothing",
                         "augment", "weights", "strategy", "precision", "xla", "cache",
                         "shuffle_buffer", "profile_batches", "tpu_address")

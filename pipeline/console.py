@@ -167,7 +167,7 @@ def describe(store, workdir: str, node: str, execution) -> str:
 class ComponentWatcher:
     """Says one line per component of the run in progress as it finishes (MLMD polling)."""
 
-    def __init__(self, workdir: str, say: Callable[[str], None], interval: float = 1.0):
+    def __init__(self, workdir: str, say: Callable[[str], None], interval: float = 2.0):
         self.workdir, self.say, self.interval = workdir, say, interval
         self._stop = threading.Event()
         self._done = set()

@@ -39,6 +39,23 @@ def test_bad_setting_is_a_one_line_error(capsys):
     assert err.startswith("imgpipe: error: strategy='gpux'") and "\n" not in err
 
 
+def test_bad_settings_leave_no_log_or_folders_behind(tmp_path, capsys):
+    workdir = tmp_path / "typo"
+    for command in (["run", "--data-root", str(tmp_path)], ["demo"]):
+        assert cli.main([*command, "--workdir", str(workdir), "--set", "strategy=gpux"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("imgpipe: error: strategy='gpux'") and "\n" not in err, err
+        assert not workdir.exists()
+
+
+def test_a_missing_data_root_is_one_line_before_anything_starts(tmp_path, capsys):
+    code = cli.main(["run", "--data-root", str(tmp_path / "nope"), "--workdir",
+                     str(tmp_path / "w")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == \
+        f"imgpipe: error: --data-root {tmp_path / 'nope'} does not exist."
+
+
 def test_ingest_missing_data_root_is_a_one_line_error(tmp_path, capsys):
     code = cli.main(["ingest", "--data-root", str(tmp_path / "nope"),
                      "--output", str(tmp_path / "out")])

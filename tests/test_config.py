@@ -67,6 +67,8 @@ def test_yaml_is_safe_loaded(tmp_path):
     ({"data_root": ""}, "data_root"),
     ({"jpeg_quality": 101}, "jpeg_quality"),
     ({"min_accuracy": 2}, "min_accuracy"),
+    ({"min_class_recall": 1.5}, "min_class_recall"),
+    ({"lr_schedule": "step"}, "lr_schedule"),
     ({"target_shard_mb": "inf"}, "target_shard_mb='inf': must be a finite float"),
     ({"learning_rate": "nan"}, "learning_rate='nan': must be a finite float"),
     ({"target_shard_mb": 2.0 ** 31}, "target_shard_mb"),

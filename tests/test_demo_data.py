@@ -1,6 +1,7 @@
 """Tests for pipeline.demo_data: layout, formats, determinism, unicode names, learnability, validation."""
 from __future__ import annotations
 
+import os
 import hashlib
 from pathlib import Path
 
@@ -160,3 +161,18 @@ def test_invalid_arguments_raise_value_error(tmp_path, kwargs, words):
     for word in words:
         assert word in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_run_leaves_identical_files_untouched(tmp_path):
+    """Same bytes are not rewritten: mtimes survive, so a re-run demo hits the ingest cache."""
+    from pipeline import demo_data
+    demo_data.generate_dataset(tmp_path, images_per_class=3, min_side=16, max_side=24,
+                               class_colours=True)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    before = {p: p.stat().st_mtime_ns for p in files}
+    for p in files:
+        os.utime(p, ns=(1, 1))  # a distinctive mtime that a rewrite would replace
+    demo_data.generate_dataset(tmp_path, images_per_class=3, min_side=16, max_side=24,
+                               class_colours=True)
+    assert all(p.stat().st_mtime_ns == 1 for p in files)
+    assert len(before) == 9

@@ -94,6 +94,16 @@ def test_steps_come_from_the_ingest_report(tmp_path):
     assert train._split_size(patterns["train"], "train") == 15  # pylint: disable=protected-access
 
 
+def test_cosine_schedule_decays_each_stage_to_zero():
+    assert train._learning_rate(0.002, "constant", 100) == 0.002  # pylint: disable=protected-access
+    schedule = train._learning_rate(0.002, "cosine", 100)  # pylint: disable=protected-access
+    assert float(schedule(0)) == pytest.approx(0.002)
+    assert float(schedule(50)) == pytest.approx(0.001, rel=1e-3)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train._learning_rate(0.002, "step", 100)  # pylint: disable=protected-access
+
+
 def test_xla_flag_reaches_compile():
     tiny = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(2)])
     for xla in (False, True):

@@ -37,6 +37,7 @@ from trainer_module import dataset, export, features, image_ops, model, strategy
 
 DEFAULTS = {
     "image_size": 300, "batch_size": 32, "epochs": 5, "learning_rate": 1e-3,
+    "lr_schedule": "constant",
     "fine_tune_epochs": 0, "fine_tune_blocks": 2, "fine_tune_learning_rate": 1e-5,
     "dropout": 0.2, "label_smoothing": 0.1, "augment": True, "weights": "none",
     "strategy": "auto", "precision": "auto", "xla": False, "cache": "none",
@@ -77,7 +78,16 @@ def _one_hot(num_classes: int):
     return lambda images, labels: (images, tf.one_hot(labels, num_classes))
 
 
-def _compile(training_model, learning_rate: float, label_smoothing: float, xla: bool):
+def _learning_rate(rate: float, schedule: str, steps: int):
+    """A constant rate, or a cosine decay from `rate` to 0 over `steps` (one stage)."""
+    if schedule == "constant":
+        return rate
+    if schedule == "cosine":
+        return tf_keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, steps))
+    raise ValueError(f"lr_schedule={schedule!r}: give constant or cosine.")
+
+
+def _compile(training_model, learning_rate, label_smoothing: float, xla: bool):
     training_model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),
         loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
@@ -237,7 +247,9 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
                              model_run_dir, checkpoint)
                 training_model.load_weights(checkpoint)
                 continue
-            _compile(training_model, learning_rate, cfg["label_smoothing"], xla)
+            _compile(training_model, _learning_rate(
+                learning_rate, cfg["lr_schedule"], steps * (end_epoch - first_epoch)),
+                cfg["label_smoothing"], xla)
         fit = training_model.fit(
             train_ds, validation_data=eval_ds, initial_epoch=first_epoch, epochs=end_epoch,
             steps_per_epoch=steps, validation_steps=cfg["eval_steps"],
