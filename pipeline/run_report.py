@@ -322,7 +322,8 @@ def build(workdir: str, reports_dir: Optional[str] = None) -> Optional[str]:
         f'<h2>Confusion matrix (eval split)</h2><img src="{CONFUSION_PNG}" '
         f'alt="confusion matrix">{legend}',
         _per_class_section(evaluation["per_class"]),
-        "<h2>Training curves</h2><p>dashed line: fine-tuning starts</p>"
+        "<h2>Training curves</h2>"
+        + ("<p>dashed line: fine-tuning starts</p>" if curves["stage_starts"] else "")
         + curve_svg("loss", {k: curves[k] for k in ("loss", "val_loss") if k in curves},
                     curves["stage_starts"])
         + curve_svg("accuracy", {k: curves[k] for k in ("accuracy", "val_accuracy")
