@@ -191,31 +191,3 @@ def test_autograph_leaves_tf_keras_internals_alone():
         "tf_keras") == 1
     assert conversion.is_allowlisted(tf_keras.layers.Dense.call)
     assert conversion.is_allowlisted(tf_keras.Model.train_step)
-
-
-def test_batch_norm_recalibration_averages_batch_statistics_over_the_pass():
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from trainer_module import model  # pylint: disable=g-import-not-at-top
-    training_model, _, backbone = model.build_model(2, image_size=32, augment=False)
-    layers = [l for l in backbone.submodules if l.__class__.__name__ == "BatchNormalization"]
-    weights = [w.numpy() for w in training_model.trainable_weights]
-    dark = tf.data.Dataset.from_tensors(tf.fill([4, 32, 32, 3], tf.constant(40, tf.uint8)))
-    light = tf.data.Dataset.from_tensors(tf.fill([4, 32, 32, 3], tf.constant(200, tf.uint8)))
-
-    def stats(images, batches):
-        assert model.recalibrate_batch_norm(training_model, backbone, images, batches) == batches
-        return [(l.moving_mean.numpy(), l.moving_variance.numpy()) for l in layers]
-
-    alone = [stats(dark, 1), stats(light, 1)]
-    both = stats(dark.concatenate(light).repeat(), 2)  # take() stops the repeated pass
-    # The stem's BN, before any stochastic-depth dropout (random in training mode): exact.
-    np.testing.assert_allclose(both[0][0], (alone[0][0][0] + alone[1][0][0]) / 2, rtol=1e-4,
-                               atol=1e-5)
-    np.testing.assert_allclose(both[0][1], (alone[0][0][1] + alone[1][0][1]) / 2, rtol=1e-4,
-                               atol=1e-5)
-    assert all(np.isfinite(m).all() and (v >= 0).all() for m, v in both)
-    assert not np.allclose(alone[0][0][0], alone[1][0][0])  # the passes did differ
-    assert all(l.momentum == model.FROM_SCRATCH_BN_MOMENTUM for l in layers)
-    assert all(np.array_equal(a, b.numpy())
-               for a, b in zip(weights, training_model.trainable_weights))  # no weight moved

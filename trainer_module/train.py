@@ -259,12 +259,6 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
             with tf.io.gfile.GFile(done, "w") as f:
                 json.dump(history[stage], f)
 
-    if not pretrained and strategy.num_replicas_in_sync == 1:
-        # From scratch, BN statistics follow the last few batches; average them over a pass.
-        used = model.recalibrate_batch_norm(
-            training_model, backbone, train_ds.map(lambda images, _: images), steps)
-        logging.info("BatchNorm statistics recalibrated over %d training batches.", used)
-
     # Every worker must save under MultiWorkerMirroredStrategy; only the chief's copy is kept.
     chief = strategy.extended.should_checkpoint
     target = serving_model_dir if chief else tempfile.mkdtemp(prefix="imgpipe_worker_")
