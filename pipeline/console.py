@@ -22,11 +22,6 @@ import threading
 from typing import Callable, Optional
 
 PROGRESS = re.compile(r"^(Epoch \d+/\d+\s*$|\d+/\d+ - .*loss: )")
-_NOISY_ENV = {
-    "TF_CPP_MIN_LOG_LEVEL": "1",  # the log keeps warnings and errors, not TF's INFO chatter
-    "GRPC_VERBOSITY": "ERROR",
-    "PYTHONWARNINGS": "ignore::FutureWarning",  # Beam/Dataflow subprocesses: to the log anyway
-}
 
 
 class Capture:
@@ -51,8 +46,6 @@ class Capture:
         return stream, False
 
     def __enter__(self) -> "Capture":
-        for key, value in _NOISY_ENV.items():
-            os.environ.setdefault(key, value)
         os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
         self._log = open(self.log_path, "ab", buffering=0)  # pylint: disable=consider-using-with
         self._saved = (sys.stdout, sys.stderr)

@@ -565,7 +565,7 @@ def test_cli_multi_process_run_matches_in_process_run(small_tree, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 0 and len(lines) >= 2, proc.stderr[-3000:]
     assert json.loads(lines[-1]) == {"rc": 0, "loaded": []}
-    summary = json.loads(lines[-2])
+    summary = next(json.loads(l) for l in lines if l.startswith('{"output"'))
     assert summary["ingested"] == 24 and summary["classes"] == 2
     reference = _ingest(small_tree, tmp_path / "ref", eval_fraction=0.2)
     with open(tmp_path / "mp" / features.REPORT_FILE, encoding="utf-8") as f:

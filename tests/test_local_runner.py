@@ -302,7 +302,9 @@ def test_the_default_console_is_one_line_per_component_and_a_summary(pipeline_ru
     log = open(log_line.split(": ", 2)[2], encoding="utf-8").read()
     # The log holds what the console left out: TensorFlow's C++ start-up and library output.
     assert "cuda" in log.lower() and "FutureWarning" in log and "2/2 - " in log
-    assert lines[-4].startswith("imgpipe: run report: ")
+    assert lines[-3].startswith("imgpipe: run report: ")
+    assert lines[-4].startswith("imgpipe: data report: ")
+    assert lines[-5].startswith("imgpipe: pushed model: ")
 
 
 @pytest.mark.slow

@@ -269,9 +269,15 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     finally:
         if not chief:
             shutil.rmtree(target, ignore_errors=True)
-    if chief and not is_tpu:  # a TPU model runs only inside strategy.run
+    # Outside strategy.run, a TPU model cannot run, and under MultiWorkerMirroredStrategy
+    # reading BatchNorm's sync-on-read statistics needs every worker (which have moved on).
+    if chief and not is_tpu and not isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy):
         write_eval_predictions(inference_model, eval_files, size, batch,
                                os.path.join(model_run_dir, EVAL_PREDICTIONS_FILE))
+    elif chief:
+        logging.info("No eval_predictions.json with this strategy: the run report will have "
+                     "no misclassified grid.")
     return history
 
 
