@@ -69,6 +69,7 @@ def run(argv=None) -> dict:
     for _ in range(args.rounds):
         for config in configs:
             result = measure(*config, steps=args.steps)
+            print(f"measured {config}: {result}", flush=True)  # a long run keeps what it has
             kept = best.get(config)
             if "error" in result and kept is None:
                 best[config] = result
