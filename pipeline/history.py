@@ -50,14 +50,19 @@ def latest_artifact_uri(store, type_name: str) -> Optional[str]:
     return max(live, key=lambda a: a.id).uri if live else None
 
 
-def properties(execution: metadata_store_pb2.Execution) -> Dict[str, object]:
-    """The execution's exec properties as plain values."""
+def _plain(custom_properties) -> Dict[str, object]:
+    """MLMD custom properties -> {name: int | float | str} (other kinds are left out)."""
     out = {}
-    for name, value in execution.custom_properties.items():
+    for name, value in custom_properties.items():
         kind = value.WhichOneof("value")
         if kind in ("int_value", "double_value", "string_value"):
             out[name] = getattr(value, kind)
     return out
+
+
+def properties(execution: metadata_store_pb2.Execution) -> Dict[str, object]:
+    """The execution's exec properties as plain values."""
+    return _plain(execution.custom_properties)
 
 
 _TERMINAL = {metadata_store_pb2.Execution.COMPLETE: "ran",
@@ -107,12 +112,5 @@ def runs(store) -> list:
 
 def artifact_properties(store, uri: str) -> Dict[str, object]:
     """Custom properties of the newest artifact at `uri` as plain values ({} if none)."""
-    matches = [a for a in store.get_artifacts_by_uri(uri)]
-    if not matches:
-        return {}
-    out = {}
-    for name, value in max(matches, key=lambda a: a.id).custom_properties.items():
-        kind = value.WhichOneof("value")
-        if kind in ("int_value", "double_value", "string_value"):
-            out[name] = getattr(value, kind)
-    return out
+    matches = store.get_artifacts_by_uri(uri)
+    return _plain(max(matches, key=lambda a: a.id).custom_properties) if matches else {}
