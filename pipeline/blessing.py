@@ -95,8 +95,9 @@ def per_class(matrix: Dict[Tuple[int, int], float], classes: List[str]) -> Dict[
 
 
 def last_evaluation(workdir: str) -> Optional[dict]:
-    """The newest Evaluator execution's {"state", "blessed", "reasons", "classes", "matrix",
-    "per_class", "examples" (the evaluated Examples URI)}, or None."""
+    """The newest Evaluator execution's {"state", "id", "blessed", "reasons", "classes",
+    "matrix", "per_class", "accuracy" (see `accuracies`), "examples" (the evaluated Examples
+    URI), "model", "baseline", "evaluation"}, or None."""
     import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
     store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
     evaluator = history.latest_execution(store, "Evaluator")
@@ -111,11 +112,13 @@ def last_evaluation(workdir: str) -> Optional[dict]:
         classes = f.read().splitlines()
     matrix = confusion_matrix(outputs["evaluation"])
     metrics = per_class(matrix, classes)
+    accuracy = accuracies(outputs["evaluation"])
     why = [] if blessed else reasons(tfma.load_validation_result(outputs["evaluation"]),
-                                     metrics, accuracies(outputs["evaluation"]))
+                                     metrics, accuracy)
     return {"state": metadata_store_pb2.Execution.State.Name(evaluator.last_known_state),
             "id": evaluator.id, "blessed": blessed, "reasons": why, "classes": classes,
-            "matrix": matrix, "per_class": metrics, "examples": inputs["examples"],
+            "matrix": matrix, "per_class": metrics, "accuracy": accuracy,
+            "examples": inputs["examples"],
             "model": inputs.get("model"), "baseline": inputs.get("baseline_model"),
             "evaluation": outputs["evaluation"]}
 

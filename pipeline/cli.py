@@ -126,7 +126,7 @@ def _run(config, validate_only: bool = False) -> int:
         return 0
     from pipeline import blessing, run_report  # pylint: disable=g-import-not-at-top
     evaluation = blessing.last_evaluation(config.workdir)
-    report = run_report.build(config.workdir, config.reports_dir)
+    report = run_report.build(config.workdir, config.reports_dir, evaluation)
     if report:
         reports.append(f"imgpipe: run report: {report}")
     if evaluation is not None and evaluation["per_class"]:
@@ -301,7 +301,7 @@ def _when(ms: int) -> str:
 
 def cmd_runs(args) -> int:
     """Past runs from the workdir's MLMD store, newest first; or one run in detail."""
-    from pipeline import console, history  # pylint: disable=g-import-not-at-top
+    from pipeline import blessing, console, history  # pylint: disable=g-import-not-at-top
     workdir = _abs(args.workdir)
     store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
     runs = history.runs(store)
@@ -334,9 +334,9 @@ def cmd_runs(args) -> int:
                 continue
             outputs = history.artifact_uris(store, execution.id,
                                             metadata_store_pb2.Event.OUTPUT)
-            if node == "Evaluator":
-                fact = console.facts(workdir, node, outputs)
-                accuracy = fact.split(",")[0].replace("accuracy ", "") if fact else ""
+            if node == "Evaluator" and "evaluation" in outputs:
+                value = blessing.accuracies(outputs["evaluation"]).get("candidate")
+                accuracy = f"{value:.3f}" if value is not None else ""
             if node == "Pusher" and "pushed_model" in outputs:
                 props = history.artifact_properties(store, outputs["pushed_model"])
                 pushed = str(props.get("pushed_version", "")) if props.get("pushed") else "-"

@@ -280,12 +280,14 @@ def _per_class_section(per_class: Dict[str, dict]) -> str:
             f"{rows}</table>")
 
 
-def build(workdir: str, reports_dir: Optional[str] = None) -> Optional[str]:
+def build(workdir: str, reports_dir: Optional[str] = None,
+          evaluation: Optional[dict] = None) -> Optional[str]:
     """Renders the report of the latest evaluated run; returns index.html's path, or None
-    when no Evaluator has run in `workdir` yet."""
+    when no Evaluator has run in `workdir` yet. `evaluation`: blessing.last_evaluation's
+    result when the caller already has it."""
     from components.data_validation import executor as data_executor  # pylint: disable=g-import-not-at-top
     from trainer_module import train  # pylint: disable=g-import-not-at-top
-    evaluation = blessing.last_evaluation(workdir)
+    evaluation = evaluation or blessing.last_evaluation(workdir)
     if evaluation is None:
         return None
     store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
@@ -293,7 +295,7 @@ def build(workdir: str, reports_dir: Optional[str] = None) -> Optional[str]:
                            f"run-{evaluation['id']}")
     os.makedirs(out_dir, exist_ok=True)
     classes = evaluation["classes"]
-    accuracy = blessing.accuracies(evaluation["evaluation"])
+    accuracy = evaluation["accuracy"]
     pushed = _pushed(store)
     serving_root = os.path.join(workdir, "serving")
     versions = sorted((v for v in os.listdir(serving_root) if v.isdigit()), key=int) \
