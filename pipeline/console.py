@@ -79,10 +79,13 @@ class Capture:
         """A line for the console (stderr with error=True), also kept in the log."""
         text = line.rstrip("\n") + "\n"
         with self._lock:
-            stream = self._err if error else self._out
-            stream.write(text)
-            stream.flush()
             self._log.write(text.encode("utf-8", "replace"))
+            stream = self._err if error else self._out
+            try:
+                stream.write(text)
+                stream.flush()
+            except BrokenPipeError:  # `imgpipe runs | head`: the reader left; the log has it
+                pass
 
     def __exit__(self, *exc) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -97,7 +100,10 @@ class Capture:
         self._thread.join(timeout=5)
         with self._lock:
             for stream in self._owned:
-                stream.close()
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass
             self._log.close()
 
 
