@@ -55,8 +55,10 @@ class PipelineConfig:
     num_shards: int = 0  # exact shards per split; 0 sizes shards by target_shard_mb
     target_shard_mb: float = 128.0  # shard size target when num_shards is 0
     compression: str = "none"  # TFRecord compression: one of COMPRESSIONS
+    # Threads, not processes: TF's decoder releases the GIL, and worker processes cost ~8 s
+    # of imports each (BENCHMARKS.md, "Ingest": faster end to end at 2k and 20k images).
     ingest_beam_args: list = dataclasses.field(
-        default_factory=lambda: ["--direct_running_mode=multi_processing",
+        default_factory=lambda: ["--direct_running_mode=multi_threading",
                                  "--direct_num_workers=2"])
     beam_pipeline_args: list = dataclasses.field(default_factory=list)
 

@@ -166,7 +166,7 @@ def test_resources_and_accelerators_as_configured(compiled, target, gpu):
 def test_default_beam_args_and_dataflow_args(tmp_path):
     containers = _containers(_spec({"k": (None, compiler.compile_pipeline(
         _config(), targets.KUBEFLOW))}, "k"))
-    assert "--direct_running_mode=multi_processing" in containers["ImageExampleGen"]["args"]
+    assert "--direct_running_mode=multi_threading" in containers["ImageExampleGen"]["args"]
     assert "--setup_file=/opt/imgpipe/setup.py" in containers["ImageExampleGen"]["args"]
     job = compiler.compile_pipeline(_config(
         beam_runner="dataflow", gcp_project="my-proj", gcp_region="europe-west4",

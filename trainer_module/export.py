@@ -75,6 +75,9 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
         if sample_examples is not None:
             _check_transform_output(tft_layer, sample_examples, image_size)
 
+    # One trace of the network, called by both signatures: tracing B3 per signature cost
+    # seconds each at export (benchmarks/bench_export.py).
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
     def _outputs(pixels):
         # An empty request must give empty outputs; TF's CPU depthwise convolution rejects
         # a batch of 0 ("input depth must be evenly divisible by filter depth").
@@ -110,10 +113,13 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
 
     # save_traces=False: Keras would otherwise trace every one of B3's ~390 layers, which
     # doubles the export time; the model still loads with tf_keras (from layer configs).
-    inference_model.save(export_dir, save_format="tf", save_traces=False, signatures={
-        SERVING_SIGNATURE: serve_image_bytes,
-        EXAMPLES_SIGNATURE: serve_examples,
-    })
+    # experimental_custom_gradients=False: TF's swish has a custom gradient, and tracing it
+    # for each of B3's activations was ~45% of the export; serving never takes gradients,
+    # and tf_keras.models.load_model rebuilds trainable layers from their configs.
+    inference_model.save(
+        export_dir, save_format="tf", save_traces=False,
+        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+        signatures={SERVING_SIGNATURE: serve_image_bytes, EXAMPLES_SIGNATURE: serve_examples})
     tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(LABELS_ASSET)))
     with tf.io.gfile.GFile(os.path.join(export_dir, LABELS_ASSET), "w") as f:
         f.write("".join(f"{name}\n" for name in class_names))

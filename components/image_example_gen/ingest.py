@@ -46,12 +46,13 @@ under several paths, with `labels_conflict` when their labels differ) are report
 
 Runners. Beam flags pass through untouched (`imgpipe ingest ... --runner=...`, or the
 component's `with_beam_pipeline_args`). The project default is the DirectRunner with
-`--direct_running_mode=multi_processing --direct_num_workers=2`. Once running it ingests at
-~0.6-0.7x the decode-only limit of the CPU, but each worker process first imports Beam and
-TensorFlow (~8 CPU s each; ~17 s of fixed wall time on 2 cores; the launcher itself imports
-neither TensorFlow nor TFX for local paths). For a few thousand images
-`--direct_running_mode=multi_threading` (TF's decoder releases the GIL) or `in_memory`
-finish sooner; BENCHMARKS.md ("Ingest") compares the three.
+`--direct_running_mode=multi_threading --direct_num_workers=2`: TF's decoder releases the
+GIL, so two threads ingest about as fast as two worker processes once running (~0.6x the
+decode-only limit on 2 cores), without multi_processing's ~17 s of start-up (each worker
+process imports Beam and TensorFlow) and at half the memory. Threads measured faster end to
+end at both 2k and 20k images (BENCHMARKS.md, "Ingest"), so there is no size switch. Two,
+not one per core: each thread holds one decoded image, and a container's cgroup limit is
+not what Beam's `0` (cpu_count) sees; raise it with `--direct_num_workers=N`.
 Dataflow (not exercised here: this machine has no network):
   --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
   --staging_location=gs://B/staging --setup_file=./setup.py (or --sdk_container_image=IMAGE
