@@ -91,9 +91,14 @@ class PipelineConfig:
     strategy: str = "auto"  # one of STRATEGIES
     precision: str = "auto"  # one of PRECISIONS; auto = fp16 on GPU, bf16 on TPU, else fp32
     xla: bool = False
-    cache: str = "none"  # none | memory | a file path prefix for tf.data cache of decoded uint8
+    # tf.data cache of decoded uint8 images: auto (memory when train + eval decode to <= 1 GiB,
+    # else none) | none | memory | an absolute file path prefix
+    cache: str = "auto"
     shuffle_buffer: int = 2048
     profile_batches: Optional[str] = None  # e.g. "10,20": TensorBoard profiler window
+    # Training backups (a killed Trainer resumes from the last): at an epoch's end once this
+    # many seconds have passed since the last one; 0 backs up every epoch.
+    backup_interval_s: float = 60.0
     tpu_address: Optional[str] = None
 
     # Evaluation / blessing.
@@ -216,10 +221,13 @@ class PipelineConfig:
                              "[0, 1], imbalance_ratio >= 1.")
         if self.shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer={self.shuffle_buffer}: must be >= 1.")
-        if self.cache not in ("none", "memory") and (
+        if not 0.0 <= self.backup_interval_s < float("inf"):
+            raise ValueError(f"backup_interval_s={self.backup_interval_s}: must be >= 0 "
+                             "(0 backs up every epoch).")
+        if self.cache not in ("auto", "none", "memory") and (
                 self.cache.endswith("/") or not os.path.isabs(self.cache)
                 and "://" not in self.cache):
-            raise ValueError(f"cache={self.cache!r}: must be none, memory, or an absolute "
+            raise ValueError(f"cache={self.cache!r}: must be auto, none, memory, or an absolute "
                              "file prefix such as /scratch/imgpipe-cache (not a folder, and "
                              "not relative: it would land in whatever folder the run starts in).")
         if self.profile_batches is not None and not re.fullmatch(
@@ -241,7 +249,8 @@ class PipelineConfig:
                 "fine_tune_epochs",
                         "fine_tune_blocks", "fine_tune_learning_rate", "dropout", "label_smoothing",
                         "augment", "weights", "strategy", "precision", "xla", "cache",
-                        "shuffle_buffer", "profile_batches", "tpu_address")
+                        "shuffle_buffer", "profile_batches", "tpu_address",
+                        "backup_interval_s")
         return {k: getattr(self, k) for k in keys}
 
 

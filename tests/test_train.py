@@ -112,6 +112,38 @@ def test_xla_flag_reaches_compile():
         assert tiny.loss.get_config()["label_smoothing"] == 0.1
 
 
+def test_auto_cache_is_memory_only_while_the_decoded_splits_fit(tmp_path, monkeypatch):
+    patterns = write_tiny_examples(tmp_path, per_class=5)  # 2 classes: 10 train + 10 eval
+    train_files, eval_files = [patterns["train"]], [patterns["eval"]]
+    monkeypatch.setattr(train, "AUTO_CACHE_BYTES", 20 * 16 * 16 * 3)
+    assert train.resolve_cache("auto", 16, train_files, eval_files) == "memory"
+    assert train.resolve_cache("auto", 17, train_files, eval_files) == "none"
+    assert train.resolve_cache("auto", 16, train_files, eval_files, random_crop=True) == "none"
+    for explicit in ("none", "memory", "/scratch/c"):
+        assert train.resolve_cache(explicit, 17, train_files, eval_files) == explicit
+    os.remove(tmp_path / "ingest_report.json")  # unknown size: no cache
+    assert train.resolve_cache("auto", 16, train_files, eval_files) == "none"
+
+
+@pytest.mark.parametrize("interval_s,backed_up", [(0, [True, True, True]),
+                                                   (1e9, [False, False, False])])
+def test_backups_follow_the_interval_and_weights_are_written_once(tmp_path, interval_s,
+                                                                   backed_up):
+    tiny = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(2)])
+    tiny.compile("sgd", "mse")
+    backup = tmp_path / "backup_head" / "chief" / "checkpoint"
+    weights = tmp_path / "checkpoints" / "head.weights.h5"
+    seen = []
+    probe = tf_keras.callbacks.LambdaCallback(  # runs after the project's callbacks
+        on_epoch_end=lambda epoch, logs: seen.append((backup.exists(), weights.exists())))
+    callbacks = train._callbacks(str(tmp_path), "head", 3, 0, interval_s)  # pylint: disable=protected-access
+    tiny.fit(np.zeros((4, 2)), np.zeros((4, 2)), epochs=3, verbose=0,
+             callbacks=[*callbacks, probe])
+    assert [b for b, _ in seen] == backed_up
+    assert [w for _, w in seen] == [False, False, True]  # after the stage's last epoch only
+    assert not backup.exists()  # a finished stage deletes its backup
+
+
 # ------------------------------------------------------------------------ real training
 
 @pytest.fixture(scope="module", name="weights_file")
@@ -128,6 +160,7 @@ def test_killed_trainer_resumes_from_its_backup(tmp_path, capsys, weights_file):
     kwargs = dict(model_run_dir=str(run_dir), serving_model_dir=str(serving_dir),
                   image_size=S, batch_size=4, epochs=1, fine_tune_epochs=6,
                   fine_tune_blocks=1, train_steps=1, eval_steps=1, weights=weights_file,
+                  backup_interval_s=0,
                   profile_batches="1")
     backup = run_dir / "backup_fine_tune" / "chief" / "checkpoint"
 

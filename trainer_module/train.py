@@ -7,9 +7,11 @@ The strategy comes first (MultiWorkerMirroredStrategy must precede every TF op),
 precision policy, then the model under the strategy's scope.
 
 Layout of `model_run_dir`:
-  backup_<stage>/                 BackupAndRestore state: a killed run resumes after the
-                                  last finished epoch; fit() deletes it when the stage ends
-  checkpoints/<stage>.weights.h5  weights after the latest epoch of the stage
+  backup_<stage>/                 BackupAndRestore state, taken at the end of an epoch once
+                                  `backup_interval_s` (60 s; 0: every epoch) have passed: a
+                                  killed run resumes after the last backed-up epoch; fit()
+                                  deletes it when the stage ends
+  checkpoints/<stage>.weights.h5  weights after the stage's last epoch
   checkpoints/<stage>.done.json   the stage finished (its history): a rerun loads the
                                   weights instead of training it again, so stage 1 is not
                                   redone when stage 2 or the export was killed
@@ -27,6 +29,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from typing import Optional, Sequence
 
 from absl import logging
@@ -40,9 +43,10 @@ DEFAULTS = {
     "lr_schedule": "constant",
     "fine_tune_epochs": 0, "fine_tune_blocks": 2, "fine_tune_learning_rate": 1e-5,
     "dropout": 0.2, "label_smoothing": 0.1, "augment": True, "weights": "none",
-    "strategy": "auto", "precision": "auto", "xla": False, "cache": "none",
+    "strategy": "auto", "precision": "auto", "xla": False, "cache": "auto",
     "shuffle_buffer": 2048, "profile_batches": None, "tpu_address": None,
     "train_steps": None, "eval_steps": None, "seed": None, "random_crop": False,
+    "backup_interval_s": 60.0,
 }
 HEAD, FINE_TUNE = "head", "fine_tune"
 EVAL_PREDICTIONS_FILE = "eval_predictions.json"
@@ -104,6 +108,31 @@ def _input_options(files, strategy) -> Optional[tf.data.Options]:
     return options
 
 
+# cache="auto" keeps the decoded train + eval splits in memory up to this size: warm epochs
+# skip reading and decoding (~8% faster epochs at 64 px on 2 cores, BENCHMARKS.md
+# "Orchestration tax"), and memory stays bounded by it however many images there are.
+AUTO_CACHE_BYTES = 1 << 30
+
+
+def resolve_cache(cache, image_size: int, train_files, eval_files, random_crop=False):
+    """"auto" -> "memory" when both splits' decoded uint8 pixels (counts from the ingest
+    report) fit in AUTO_CACHE_BYTES, else "none" (also with random_crop, which a cache
+    would freeze); any other value is returned as it is."""
+    if cache != "auto":
+        return cache
+    if random_crop:
+        return "none"
+    counts = [_split_size(train_files, features.TRAIN_SPLIT),
+              _split_size(eval_files, features.EVAL_SPLIT)]
+    if None in counts:  # no ingest report: the size is unknown
+        return "none"
+    decoded = sum(counts) * image_size * image_size * 3
+    choice = "memory" if decoded <= AUTO_CACHE_BYTES else "none"
+    logging.info("cache=auto: %d images decode to %.0f MB at %d px: %s.", sum(counts),
+                 decoded / 1e6, image_size, choice)
+    return choice
+
+
 def _cache_for(cache, strategy):
     """A file cache prefix per worker: workers sharing one would overwrite each other."""
     if cache in (None, "", "none", "memory") or not isinstance(
@@ -119,12 +148,52 @@ def _sample_examples(eval_files, count: int = 2) -> tf.Tensor:
     return next(iter(tf.data.TFRecordDataset(first, compression_type=compression).batch(count)))
 
 
-def _callbacks(model_run_dir: str, stage: str, profile_batch) -> list:
+class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that backs up at an epoch's end only when `interval_s` have passed
+    since the last backup (or the start of the stage).
+
+    A backup of B3 with its optimizer state took ~0.9 s an epoch on 2 cores (BENCHMARKS.md,
+    "Orchestration tax"): 20 short demo epochs paid ~18 s for backups nobody used. A crash
+    loses at most `interval_s` plus one epoch. Under MultiWorkerMirroredStrategy every worker
+    must take part in every backup, and their clocks differ, so it backs up every epoch.
+    """
+
+    def __init__(self, backup_dir: str, interval_s: float):
+        super().__init__(backup_dir)
+        self._interval_s = float(interval_s)
+        self._last = 0.0
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._last = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (time.monotonic() - self._last >= self._interval_s or isinstance(
+                self.model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+            super().on_epoch_end(epoch, logs)
+            self._last = time.monotonic()
+
+
+class _StageEndWeights(tf_keras.callbacks.ModelCheckpoint):
+    """Writes the weights once, after the stage's last epoch (a rerun of a finished stage
+    loads them); mid-stage resumption is the backup's job. Saving them every epoch cost
+    ~2 s an epoch on 2 cores."""
+
+    def __init__(self, filepath: str, end_epoch: int):
+        super().__init__(filepath, save_weights_only=True)
+        self._end_epoch = end_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self._end_epoch:
+            super().on_epoch_end(epoch, logs)
+
+
+def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
+               backup_interval_s: float) -> list:
     return [
-        tf_keras.callbacks.BackupAndRestore(os.path.join(model_run_dir, f"backup_{stage}")),
-        tf_keras.callbacks.ModelCheckpoint(
-            os.path.join(model_run_dir, "checkpoints", f"{stage}.weights.h5"),
-            save_weights_only=True),
+        _IntervalBackup(os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s),
+        _StageEndWeights(os.path.join(model_run_dir, "checkpoints", f"{stage}.weights.h5"),
+                         end_epoch),
         tf_keras.callbacks.TensorBoard(log_dir=os.path.join(model_run_dir, "logs"),
                                        profile_batch=profile_batch),
     ]
@@ -199,6 +268,8 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     cfg = {**DEFAULTS, **config}
     train_files, eval_files = _as_list(train_files), _as_list(eval_files)
     profile_batch = _profile_batch(cfg["profile_batches"])
+    cfg["cache"] = resolve_cache(cfg["cache"], cfg["image_size"], train_files, eval_files,
+                                 cfg["random_crop"])
     if cfg["strategy"] == "tpu":  # checked before connecting: it is cheap and certain
         cache = cfg["cache"] if cfg["cache"] not in (None, "", "none", "memory") else None
         strategy_lib.check_tpu_paths([*train_files, *eval_files, model_run_dir,
@@ -220,6 +291,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         options=_input_options(train_files, strategy)).map(_one_hot(num_classes))
     eval_ds = dataset.make_dataset(
         eval_files, image_size=size, batch_size=batch, training=False,
+        cache=_cache_for(cfg["cache"], strategy),
         drop_remainder=is_tpu, repeat=cfg["eval_steps"] is not None,
         options=_input_options(eval_files, strategy)).map(_one_hot(num_classes))
     steps = cfg["train_steps"] or max(
@@ -253,7 +325,8 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         fit = training_model.fit(
             train_ds, validation_data=eval_ds, initial_epoch=first_epoch, epochs=end_epoch,
             steps_per_epoch=steps, validation_steps=cfg["eval_steps"],
-            callbacks=_callbacks(model_run_dir, stage, profile_batch), verbose=2)
+            callbacks=_callbacks(model_run_dir, stage, end_epoch, profile_batch,
+                                 cfg["backup_interval_s"]), verbose=2)
         history[stage] = {"epoch": list(fit.epoch), **fit.history}
         if strategy.extended.should_checkpoint:
             with tf.io.gfile.GFile(done, "w") as f:
