@@ -23,6 +23,7 @@ pipeline's per-component seconds from MLMD. Results: BENCHMARKS.md, "Orchestrati
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -56,12 +57,17 @@ training_model, inference_model, _ = model.build_model(
     classes, image_size=size, weights="none", dropout=d["dropout"], augment=d["augment"])
 train._compile(training_model, d["learning_rate"], d["label_smoothing"], False)
 start = time.perf_counter()
-fit = training_model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2)
+epoch_s = []
+class Clock(tf_keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None): epoch_s.append(round(time.perf_counter() - self.t, 2))
+fit = training_model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2,
+                         callbacks=[Clock()])
 fit_s = time.perf_counter() - start
 inference_model.save(out, save_format="tf", save_traces=False)
 steps = sum(1 for _ in train_ds) * epochs
 print("RESULT " + json.dumps({"val_accuracy": fit.history["val_accuracy"][-1],
-                              "fit_s": fit_s, "steps": steps}))
+                              "fit_s": fit_s, "epoch_s": epoch_s, "steps": steps}))
 """
 
 
@@ -81,7 +87,14 @@ def _pipeline_breakdown(workdir: str) -> dict:
     run = history.runs(store)[0]
     seconds = {node: round(history.seconds(e), 1) for node, e in run["nodes"]}
     evaluation = blessing.last_evaluation(workdir)
-    return {"components": seconds,
+    found = glob.glob(os.path.join(workdir, "pipeline_root", "Trainer", "model_run", "*",
+                                   "timings.json"))
+    trainer = {}
+    if found:
+        with open(max(found, key=os.path.getmtime), encoding="utf-8") as f:
+            trainer = json.load(f)
+        trainer["epochs_sum"] = round(sum(trainer.get("epochs_head", [])), 1)
+    return {"components": seconds, "trainer_phases": trainer,
             "accuracy": blessing.accuracies(evaluation["evaluation"])["candidate"]}
 
 
@@ -122,9 +135,11 @@ def run(argv=None) -> dict:
               "script_accuracy": round(script["val_accuracy"], 3),
               "pipeline_accuracy": round(pipeline["accuracy"], 3),
               "script_fit_s": round(script["fit_s"], 1),
+              "script_epochs_s": script["epoch_s"],
               "script_s_per_step": round(script["fit_s"] / train_steps, 3),
               "pipeline_trainer_s": pipeline["components"].get("Trainer"),
-              "components": pipeline["components"]}
+              "components": pipeline["components"],
+              "trainer_phases": pipeline["trainer_phases"]}
     print(json.dumps(result, indent=1))
     return result
 

@@ -1,7 +1,7 @@
 """EfficientNetB3 training throughput on CPU: batch size x XLA x image size, one run.
 
     .venv/bin/python benchmarks/bench_train_cpu.py [--sizes 64,300] [--batches 16,32,64]
-        [--steps 6] [--rounds 2]
+        [--steps 6] [--rounds 2] [--xla off,on]
 
 Each configuration trains the project's real training model (trainer_module.model.build_model,
 from scratch, augmentation off, compiled by train._compile as run_fn does) on synthetic uint8
@@ -61,10 +61,12 @@ def run(argv=None) -> dict:
     parser.add_argument("--batches", default="16,32,64")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--xla", default="off,on", help="off, on or off,on")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args(argv)
     configs = [(s, b, x) for s in map(int, args.sizes.split(","))
-               for b in map(int, args.batches.split(",")) for x in (False, True)]
+               for b in map(int, args.batches.split(","))
+               for x in (v == "on" for v in args.xla.split(","))]
     best = {}
     for _ in range(args.rounds):
         for config in configs:

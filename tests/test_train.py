@@ -136,12 +136,14 @@ def test_backups_follow_the_interval_and_weights_are_written_once(tmp_path, inte
     seen = []
     probe = tf_keras.callbacks.LambdaCallback(  # runs after the project's callbacks
         on_epoch_end=lambda epoch, logs: seen.append((backup.exists(), weights.exists())))
-    callbacks = train._callbacks(str(tmp_path), "head", 3, 0, interval_s)  # pylint: disable=protected-access
+    epoch_seconds = []
+    callbacks = train._callbacks(str(tmp_path), "head", 3, 0, interval_s, epoch_seconds)  # pylint: disable=protected-access
     tiny.fit(np.zeros((4, 2)), np.zeros((4, 2)), epochs=3, verbose=0,
              callbacks=[*callbacks, probe])
     assert [b for b, _ in seen] == backed_up
     assert [w for _, w in seen] == [False, False, True]  # after the stage's last epoch only
     assert not backup.exists()  # a finished stage deletes its backup
+    assert len(epoch_seconds) == 3 and all(t >= 0 for t in epoch_seconds)
 
 
 # ------------------------------------------------------------------------ real training
@@ -201,6 +203,12 @@ def test_killed_trainer_resumes_from_its_backup(tmp_path, capsys, weights_file):
                    for f in os.listdir(run_dir / "logs" / sub))
     assert list((run_dir / "logs" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert (serving_dir / "saved_model.pb").exists()
+    # Where this (second) call's time went: stage 1 was loaded, so only stage 2 was fit.
+    timings = json.loads((run_dir / train.TIMINGS_FILE).read_text())
+    assert set(timings) == {"setup", "fit_fine_tune", "epochs_fine_tune", "export",
+                            "eval_predictions", "total"}
+    assert len(timings["epochs_fine_tune"]) == len(epochs)
+    assert sum(timings["epochs_fine_tune"]) <= timings["fit_fine_tune"] <= timings["total"]
 
     # The eval predictions the run report draws: the served model's argmax on every eval
     # example, mistakes (label, predicted, probability) equal to serving_default's.

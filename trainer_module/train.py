@@ -19,6 +19,9 @@ Layout of `model_run_dir`:
                                   of `profile_batches` ("10,20", or one batch) when set
   eval_predictions.json           the exported model's argmax on every eval example: counts
                                   and the most confident mistakes (the run report's grid)
+  timings.json                    wall seconds of this call's phases: setup (strategy, input,
+                                  model), fit_<stage> with its epochs_<stage>, export,
+                                  eval_predictions (where a Trainer's time went)
 A rerun resumes only in the same model_run_dir (an orchestrator restarting the same
 execution); give a fresh one for a fresh run.
 """
@@ -50,6 +53,7 @@ DEFAULTS = {
 }
 HEAD, FINE_TUNE = "head", "fine_tune"
 EVAL_PREDICTIONS_FILE = "eval_predictions.json"
+TIMINGS_FILE = "timings.json"
 
 
 def _split_size(file_pattern, split: str) -> Optional[int]:
@@ -188,9 +192,24 @@ class _StageEndWeights(tf_keras.callbacks.ModelCheckpoint):
             super().on_epoch_end(epoch, logs)
 
 
+class _EpochClock(tf_keras.callbacks.Callback):
+    """Wall seconds of each epoch, training and validation together."""
+
+    def __init__(self, seconds: list):
+        super().__init__()
+        self._seconds, self._start = seconds, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._seconds.append(round(time.monotonic() - self._start, 2))
+
+
 def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
-               backup_interval_s: float) -> list:
+               backup_interval_s: float, epoch_seconds: list) -> list:
     return [
+        _EpochClock(epoch_seconds),
         _IntervalBackup(os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s),
         _StageEndWeights(os.path.join(model_run_dir, "checkpoints", f"{stage}.weights.h5"),
                          end_epoch),
@@ -261,6 +280,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
       RuntimeError: no such accelerator, unusable weights, a Transform graph that
         normalizes to [0, 1].
     """
+    started, timings = time.monotonic(), {}
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown training settings: {sorted(unknown)}; known: "
@@ -308,6 +328,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         stages.append((FINE_TUNE, cfg["epochs"], cfg["epochs"] + cfg["fine_tune_epochs"],
                        cfg["fine_tune_learning_rate"]))
     history = {}
+    timings["setup"] = round(time.monotonic() - started, 2)
     for stage, first_epoch, end_epoch, learning_rate in stages:
         checkpoint = os.path.join(model_run_dir, "checkpoints", f"{stage}.weights.h5")
         done = os.path.join(model_run_dir, "checkpoints", f"{stage}.done.json")
@@ -322,11 +343,14 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
             _compile(training_model, _learning_rate(
                 learning_rate, cfg["lr_schedule"], steps * (end_epoch - first_epoch)),
                 cfg["label_smoothing"], xla)
+        fit_started, epoch_seconds = time.monotonic(), []
         fit = training_model.fit(
             train_ds, validation_data=eval_ds, initial_epoch=first_epoch, epochs=end_epoch,
             steps_per_epoch=steps, validation_steps=cfg["eval_steps"],
             callbacks=_callbacks(model_run_dir, stage, end_epoch, profile_batch,
-                                 cfg["backup_interval_s"]), verbose=2)
+                                 cfg["backup_interval_s"], epoch_seconds), verbose=2)
+        timings[f"fit_{stage}"] = round(time.monotonic() - fit_started, 2)
+        timings[f"epochs_{stage}"] = epoch_seconds
         history[stage] = {"epoch": list(fit.epoch), **fit.history}
         if strategy.extended.should_checkpoint:
             with tf.io.gfile.GFile(done, "w") as f:
@@ -335,6 +359,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     # Every worker must save under MultiWorkerMirroredStrategy; only the chief's copy is kept.
     chief = strategy.extended.should_checkpoint
     target = serving_model_dir if chief else tempfile.mkdtemp(prefix="imgpipe_worker_")
+    export_started = time.monotonic()
     try:
         export.export_model(
             inference_model, class_names, size, target, transform_output_dir,
@@ -342,15 +367,22 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     finally:
         if not chief:
             shutil.rmtree(target, ignore_errors=True)
+    timings["export"] = round(time.monotonic() - export_started, 2)
     # Outside strategy.run, a TPU model cannot run, and under MultiWorkerMirroredStrategy
     # reading BatchNorm's sync-on-read statistics needs every worker (which have moved on).
     if chief and not is_tpu and not isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        predictions_started = time.monotonic()
         write_eval_predictions(inference_model, eval_files, size, batch,
                                os.path.join(model_run_dir, EVAL_PREDICTIONS_FILE))
+        timings["eval_predictions"] = round(time.monotonic() - predictions_started, 2)
     elif chief:
         logging.info("No eval_predictions.json with this strategy: the run report will have "
                      "no misclassified grid.")
+    if chief:
+        timings["total"] = round(time.monotonic() - started, 2)
+        with tf.io.gfile.GFile(os.path.join(model_run_dir, TIMINGS_FILE), "w") as f:
+            json.dump(timings, f, indent=1)
     return history
 
 
