@@ -25,7 +25,9 @@ from pipeline.pipeline import create_pipeline  # noqa: E402
 if _shadow is not None:
     sys.path.insert(0, _shadow)
 
-from tfx import v1 as tfx  # noqa: E402
+from tfx.orchestration import metadata  # noqa: E402  (not tfx.v1: see pipeline.py)
+from tfx.orchestration import pipeline as tfx_pipeline  # noqa: E402
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
 
 def config_from_env(environ=None) -> PipelineConfig:
@@ -40,17 +42,18 @@ def config_from_env(environ=None) -> PipelineConfig:
     return load_config(environ.get("IMGPIPE_CONFIG") or None, overrides)
 
 
-def build(config: PipelineConfig, validate_only: bool = False) -> tfx.dsl.Pipeline:
+def build(config: PipelineConfig, validate_only: bool = False) -> tfx_pipeline.Pipeline:
     """create_pipeline(config) plus the local MLMD store."""
     return create_pipeline(
-        config, metadata_connection_config=tfx.orchestration.metadata
-        .sqlite_metadata_connection_config(config.metadata_path),
+        config,
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(
+            config.metadata_path),
         validate_only=validate_only)
 
 
 def run(config: PipelineConfig, validate_only: bool = False) -> None:
     os.makedirs(config.workdir, exist_ok=True)
-    tfx.orchestration.LocalDagRunner().run(build(config, validate_only))
+    LocalDagRunner().run(build(config, validate_only))
 
 
 if __name__ == "__main__":

@@ -44,4 +44,5 @@ def test_component_keeps_the_trainer_contract_and_takes_a_runtime_parameter():
         schema=channel(standard_artifacts.Schema), run_fn="trainer_module.train.run_fn",
         train_args=tfx.proto.TrainArgs(), eval_args=tfx.proto.EvalArgs(), custom_config={},
         vertex=True)
-    assert vertex.executor_spec.executor_class is executor.VertexExecutor
+    from components.image_trainer import vertex_executor  # pylint: disable=g-import-not-at-top
+    assert vertex.executor_spec.executor_class is vertex_executor.VertexExecutor

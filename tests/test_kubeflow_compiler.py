@@ -191,7 +191,7 @@ def test_vertex_training_job_worker_pools(tmp_path):
     trainer = containers["Trainer"]
     args = trainer["args"]
     assert args[args.index("--executor_class_path") + 1] == \
-        "components.image_trainer.executor.VertexExecutor"
+        "components.image_trainer.vertex_executor.VertexExecutor"
     assert "accelerator" not in trainer.get("resources", {})  # it is the job's, not the launcher's
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     custom = json.loads(tasks["Trainer"]["inputs"]["parameters"]["custom_config"][

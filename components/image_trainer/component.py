@@ -53,5 +53,8 @@ class ImageTrainer(base_component.BaseComponent):
             custom_config=json.dumps(custom_config, sort_keys=True), epochs=epochs,
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun))
-        custom = executor_spec.ExecutorClassSpec(executor.VertexExecutor) if vertex else None
+        custom = None
+        if vertex:  # imported only here: it pulls in google-cloud-aiplatform (~9 s)
+            from components.image_trainer import vertex_executor  # pylint: disable=g-import-not-at-top
+            custom = executor_spec.ExecutorClassSpec(vertex_executor.VertexExecutor)
         super().__init__(spec=spec, custom_executor_spec=custom)

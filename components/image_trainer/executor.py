@@ -2,8 +2,8 @@
 
 `run_fn` reads its settings from `fn_args.custom_config`; TFX can only make top-level
 execution properties run-time parameters, so `epochs` travels on its own and is merged here,
-before the stock executor (local) or the Vertex custom-job launcher (which forwards the merged
-properties to the job) sees them.
+before the stock executor (local) or the Vertex custom-job launcher (vertex_executor.py, which
+forwards the merged properties to the job) sees them.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any, Dict, List
 
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
-from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_executor
 from tfx.types import standard_component_specs
 
 EPOCHS_KEY = "epochs"
@@ -37,15 +36,6 @@ def merge_epochs(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
 
 class Executor(trainer_executor.GenericExecutor):
     """Runs `run_fn` in this process."""
-
-    def Do(self, input_dict: Dict[str, List[types.Artifact]],
-           output_dict: Dict[str, List[types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
-        super().Do(input_dict, output_dict, merge_epochs(exec_properties))
-
-
-class VertexExecutor(vertex_executor.GenericExecutor):
-    """Runs `run_fn` in a Vertex AI custom job (worker pools from custom_config)."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
