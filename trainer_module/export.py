@@ -49,9 +49,32 @@ def _check_transform_output(tft_layer, sample_examples, image_size: int) -> None
     model.assert_unnormalized(pixels)
 
 
+def outputs_function(inference_model, class_names: Sequence[str], image_size: int):
+    """The traced tf.function both signatures call: float32 pixels [B, S, S, 3] in [0, 255]
+    -> {probabilities [B, C] float32, label [B] string}.
+
+    One trace of the network for both signatures (a trace per signature cost seconds each),
+    and the Trainer runs its eval-predictions pass through the same trace after export.
+    """
+    vocabulary = tf.constant(list(class_names), dtype=tf.string)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+    def outputs(pixels):
+        # An empty request must give empty outputs; TF's CPU depthwise convolution rejects
+        # a batch of 0 ("input depth must be evenly divisible by filter depth").
+        probabilities = tf.cond(
+            tf.shape(pixels)[0] > 0,
+            lambda: tf.cast(inference_model(pixels, training=False), tf.float32),
+            lambda: tf.zeros([0, len(class_names)], tf.float32))
+        names = tf.gather(vocabulary, tf.argmax(probabilities, axis=-1))
+        return {PROBABILITIES_KEY: probabilities, LABEL_OUTPUT_KEY: names}
+
+    return outputs
+
+
 def export_model(inference_model, class_names: Sequence[str], image_size: int,
                  export_dir: str, transform_output_dir: Optional[str] = None,
-                 sample_examples: Optional[tf.Tensor] = None) -> str:
+                 sample_examples: Optional[tf.Tensor] = None, outputs=None) -> str:
     """Saves `inference_model` with both signatures to `export_dir`; returns export_dir.
 
     Args:
@@ -62,11 +85,13 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
       transform_output_dir: Transform output; from_examples then runs its graph.
       sample_examples: a few serialized raw tf.Examples to check the Transform graph
         against the model (size, [0, 255] range) before saving.
+      outputs: `outputs_function(inference_model, class_names, image_size)`, when the caller
+        wants to reuse its trace; built here otherwise.
 
     Raises:
       RuntimeError: the Transform graph's output does not fit the model.
     """
-    vocabulary = tf.constant(list(class_names), dtype=tf.string)
+    _outputs = outputs or outputs_function(inference_model, class_names, image_size)
     tft_layer = None
     if transform_output_dir:
         import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
@@ -74,19 +99,6 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
         inference_model.tft_layer = tft_layer  # tracked, so its assets are saved
         if sample_examples is not None:
             _check_transform_output(tft_layer, sample_examples, image_size)
-
-    # One trace of the network, called by both signatures: tracing B3 per signature cost
-    # seconds each at export (benchmarks/bench_export.py).
-    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
-    def _outputs(pixels):
-        # An empty request must give empty outputs; TF's CPU depthwise convolution rejects
-        # a batch of 0 ("input depth must be evenly divisible by filter depth").
-        probabilities = tf.cond(
-            tf.shape(pixels)[0] > 0,
-            lambda: tf.cast(inference_model(pixels, training=False), tf.float32),
-            lambda: tf.zeros([0, len(class_names)], tf.float32))
-        names = tf.gather(vocabulary, tf.argmax(probabilities, axis=-1))
-        return {PROBABILITIES_KEY: probabilities, LABEL_OUTPUT_KEY: names}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT_KEY)])
     def serve_image_bytes(image_bytes):

@@ -154,7 +154,8 @@ def _sample_examples(eval_files, count: int = 2) -> tf.Tensor:
 
 class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
     """BackupAndRestore that backs up at an epoch's end only when `interval_s` have passed
-    since the last backup (or the start of the stage).
+    since the last backup (or the start of the stage), and never after the stage's last
+    epoch (the stage's weights and done.json are written next, and fit deletes the backup).
 
     A backup of B3 with its optimizer state took ~0.9 s an epoch on 2 cores (BENCHMARKS.md,
     "Orchestration tax"): 20 short demo epochs paid ~18 s for backups nobody used. A crash
@@ -162,9 +163,10 @@ class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
     must take part in every backup, and their clocks differ, so it backs up every epoch.
     """
 
-    def __init__(self, backup_dir: str, interval_s: float):
+    def __init__(self, backup_dir: str, interval_s: float, end_epoch: int):
         super().__init__(backup_dir)
         self._interval_s = float(interval_s)
+        self._end_epoch = end_epoch
         self._last = 0.0
 
     def on_train_begin(self, logs=None):
@@ -172,6 +174,8 @@ class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
         self._last = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self._end_epoch:
+            return
         if (time.monotonic() - self._last >= self._interval_s or isinstance(
                 self.model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)):
             super().on_epoch_end(epoch, logs)
@@ -210,7 +214,8 @@ def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
                backup_interval_s: float, epoch_seconds: list) -> list:
     return [
         _EpochClock(epoch_seconds),
-        _IntervalBackup(os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s),
+        _IntervalBackup(os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s,
+                        end_epoch),
         _StageEndWeights(os.path.join(model_run_dir, "checkpoints", f"{stage}.weights.h5"),
                          end_epoch),
         tf_keras.callbacks.TensorBoard(log_dir=os.path.join(model_run_dir, "logs"),
@@ -219,12 +224,14 @@ def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
 
 
 def write_eval_predictions(inference_model, eval_files, image_size: int, batch_size: int,
-                           path: str, limit: int = 64) -> dict:
+                           path: str, limit: int = 64, predict=None) -> dict:
     """Runs the model over the eval split once and writes what it got wrong to `path`.
 
     JSON: {"count", "correct", "misclassified_total", "misclassified": [{"filename", "label",
     "predicted", "probability"}], the `limit` most confident mistakes first}. Images are
-    decoded by the same make_dataset path as validation; memory holds one batch.
+    decoded by the same make_dataset path as validation; memory holds one batch. `predict`
+    (float32 pixels -> probabilities) defaults to the model called in a new tf.function; the
+    Trainer passes the export's already traced one (export.outputs_function).
     """
     files = dataset.list_shards(eval_files)
 
@@ -240,10 +247,14 @@ def write_eval_predictions(inference_model, eval_files, image_size: int, batch_s
     ds = (tf.data.TFRecordDataset(files, compression_type=dataset.shard_compression(files))
           .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
           .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    predict = tf.function(lambda x: inference_model(tf.cast(x, tf.float32), training=False))
+    if predict is None:
+        predict = tf.function(lambda x: inference_model(x, training=False))
     count, mistakes = 0, []
     for images, labels, names in ds:
-        probabilities = predict(images).numpy()
+        probabilities = predict(tf.cast(images, tf.float32))
+        if isinstance(probabilities, dict):
+            probabilities = probabilities[export.PROBABILITIES_KEY]
+        probabilities = probabilities.numpy()
         predicted = probabilities.argmax(axis=1)
         for i, label in enumerate(labels.numpy()):
             count += 1
@@ -360,10 +371,12 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     chief = strategy.extended.should_checkpoint
     target = serving_model_dir if chief else tempfile.mkdtemp(prefix="imgpipe_worker_")
     export_started = time.monotonic()
+    outputs = export.outputs_function(inference_model, class_names, size)
     try:
         export.export_model(
             inference_model, class_names, size, target, transform_output_dir,
-            sample_examples=_sample_examples(eval_files) if transform_output_dir else None)
+            sample_examples=_sample_examples(eval_files) if transform_output_dir else None,
+            outputs=outputs)
     finally:
         if not chief:
             shutil.rmtree(target, ignore_errors=True)
@@ -374,7 +387,8 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
             strategy, tf.distribute.MultiWorkerMirroredStrategy):
         predictions_started = time.monotonic()
         write_eval_predictions(inference_model, eval_files, size, batch,
-                               os.path.join(model_run_dir, EVAL_PREDICTIONS_FILE))
+                               os.path.join(model_run_dir, EVAL_PREDICTIONS_FILE),
+                               predict=outputs)
         timings["eval_predictions"] = round(time.monotonic() - predictions_started, 2)
     elif chief:
         logging.info("No eval_predictions.json with this strategy: the run report will have "
