@@ -20,8 +20,9 @@ Layout of `model_run_dir`:
   eval_predictions.json           the exported model's argmax on every eval example: counts
                                   and the most confident mistakes (the run report's grid)
   timings.json                    wall seconds of this call's phases: setup (strategy, input,
-                                  model), fit_<stage> with its epochs_<stage>, export,
-                                  eval_predictions (where a Trainer's time went)
+                                  model), fit_<stage> with its epochs_<stage>, backups_<stage>
+                                  and weights_<stage>, export, eval_predictions (where a
+                                  Trainer's time went)
 A rerun resumes only in the same model_run_dir (an orchestrator restarting the same
 execution); give a fresh one for a fresh run.
 """
@@ -168,6 +169,7 @@ class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
         self._interval_s = float(interval_s)
         self._end_epoch = end_epoch
         self._last = 0.0
+        self.seconds = []  # wall time of each backup taken
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -178,8 +180,10 @@ class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
             return
         if (time.monotonic() - self._last >= self._interval_s or isinstance(
                 self.model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+            started = time.monotonic()
             super().on_epoch_end(epoch, logs)
             self._last = time.monotonic()
+            self.seconds.append(round(self._last - started, 2))
 
 
 class _StageEndWeights(tf_keras.callbacks.ModelCheckpoint):
@@ -190,10 +194,13 @@ class _StageEndWeights(tf_keras.callbacks.ModelCheckpoint):
     def __init__(self, filepath: str, end_epoch: int):
         super().__init__(filepath, save_weights_only=True)
         self._end_epoch = end_epoch
+        self.seconds = []
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 >= self._end_epoch:
+            started = time.monotonic()
             super().on_epoch_end(epoch, logs)
+            self.seconds.append(round(time.monotonic() - started, 2))
 
 
 class _EpochClock(tf_keras.callbacks.Callback):
@@ -355,13 +362,18 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
                 learning_rate, cfg["lr_schedule"], steps * (end_epoch - first_epoch)),
                 cfg["label_smoothing"], xla)
         fit_started, epoch_seconds = time.monotonic(), []
+        callbacks = _callbacks(model_run_dir, stage, end_epoch, profile_batch,
+                               cfg["backup_interval_s"], epoch_seconds)
         fit = training_model.fit(
             train_ds, validation_data=eval_ds, initial_epoch=first_epoch, epochs=end_epoch,
-            steps_per_epoch=steps, validation_steps=cfg["eval_steps"],
-            callbacks=_callbacks(model_run_dir, stage, end_epoch, profile_batch,
-                                 cfg["backup_interval_s"], epoch_seconds), verbose=2)
+            steps_per_epoch=steps, validation_steps=cfg["eval_steps"], callbacks=callbacks,
+            verbose=2)
         timings[f"fit_{stage}"] = round(time.monotonic() - fit_started, 2)
         timings[f"epochs_{stage}"] = epoch_seconds
+        timings[f"backups_{stage}"] = next(c.seconds for c in callbacks
+                                           if isinstance(c, _IntervalBackup))
+        timings[f"weights_{stage}"] = sum(next(c.seconds for c in callbacks
+                                               if isinstance(c, _StageEndWeights)))
         history[stage] = {"epoch": list(fit.epoch), **fit.history}
         if strategy.extended.should_checkpoint:
             with tf.io.gfile.GFile(done, "w") as f:
