@@ -20,7 +20,8 @@ Layout of `model_run_dir`:
   eval_predictions.json           the exported model's argmax on every eval example: counts
                                   and the most confident mistakes (the run report's grid)
   timings.json                    wall seconds of this call's phases: setup (strategy, input,
-                                  model), fit_<stage> with its epochs_<stage>, backups_<stage>
+                                  model), fit_<stage> with its epochs_<stage>, the time before
+                                  the first and after the last epoch, backups_<stage>
                                   and weights_<stage>, export, eval_predictions (where a
                                   Trainer's time went)
 A rerun resumes only in the same model_run_dir (an orchestrator restarting the same
@@ -204,17 +205,22 @@ class _StageEndWeights(tf_keras.callbacks.ModelCheckpoint):
 
 
 class _EpochClock(tf_keras.callbacks.Callback):
-    """Wall seconds of each epoch, training and validation together."""
+    """Wall seconds of each epoch (training and validation together), and of fit's time
+    before the first and after the last (monotonic stamps in `seconds`' owner dict)."""
 
     def __init__(self, seconds: list):
         super().__init__()
         self._seconds, self._start = seconds, 0.0
+        self.first_begin = self.last_end = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.monotonic()
+        if self.first_begin is None:
+            self.first_begin = self._start
 
     def on_epoch_end(self, epoch, logs=None):
-        self._seconds.append(round(time.monotonic() - self._start, 2))
+        self.last_end = time.monotonic()
+        self._seconds.append(round(self.last_end - self._start, 2))
 
 
 def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
@@ -368,8 +374,13 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
             train_ds, validation_data=eval_ds, initial_epoch=first_epoch, epochs=end_epoch,
             steps_per_epoch=steps, validation_steps=cfg["eval_steps"], callbacks=callbacks,
             verbose=2)
-        timings[f"fit_{stage}"] = round(time.monotonic() - fit_started, 2)
+        fit_ended = time.monotonic()
+        timings[f"fit_{stage}"] = round(fit_ended - fit_started, 2)
         timings[f"epochs_{stage}"] = epoch_seconds
+        clock = next(c for c in callbacks if isinstance(c, _EpochClock))
+        if clock.first_begin is not None:
+            timings[f"fit_outside_epochs_{stage}"] = [
+                round(clock.first_begin - fit_started, 2), round(fit_ended - clock.last_end, 2)]
         timings[f"backups_{stage}"] = next(c.seconds for c in callbacks
                                            if isinstance(c, _IntervalBackup))
         timings[f"weights_{stage}"] = sum(next(c.seconds for c in callbacks
