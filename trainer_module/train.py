@@ -205,8 +205,9 @@ class _StageEndWeights(tf_keras.callbacks.ModelCheckpoint):
 
 
 class _EpochClock(tf_keras.callbacks.Callback):
-    """Wall seconds of each epoch (training and validation together), and of fit's time
-    before the first and after the last (monotonic stamps in `seconds`' owner dict)."""
+    """Appends each epoch's wall seconds (training and validation together) to `seconds`,
+    and keeps the monotonic times the first epoch began and the last one ended
+    (`first_begin`, `last_end`), so the caller can tell fit's time outside every epoch."""
 
     def __init__(self, seconds: list):
         super().__init__()
