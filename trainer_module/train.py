@@ -162,7 +162,8 @@ class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
     A backup of B3 with its optimizer state took ~0.9 s an epoch on 2 cores (BENCHMARKS.md,
     "Orchestration tax"): 20 short demo epochs paid ~18 s for backups nobody used. A crash
     loses at most `interval_s` plus one epoch. Under MultiWorkerMirroredStrategy every worker
-    must take part in every backup, and their clocks differ, so it backs up every epoch.
+    must take part in every backup, and their clocks differ, so it backs up every epoch
+    there, the last one included (see on_epoch_end).
     """
 
     def __init__(self, backup_dir: str, interval_s: float, end_epoch: int):
@@ -177,10 +178,12 @@ class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
         self._last = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 >= self._end_epoch:
-            return
-        if (time.monotonic() - self._last >= self._interval_s or isinstance(
-                self.model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        multi_worker = isinstance(self.model.distribute_strategy,
+                                  tf.distribute.MultiWorkerMirroredStrategy)
+        # Under MultiWorkerMirroredStrategy a backup is also what removes each non-chief
+        # worker's temporary folder, so it stays every epoch, the last one included.
+        if multi_worker or (epoch + 1 < self._end_epoch
+                            and time.monotonic() - self._last >= self._interval_s):
             started = time.monotonic()
             super().on_epoch_end(epoch, logs)
             self._last = time.monotonic()
