@@ -268,10 +268,7 @@ def write_eval_predictions(inference_model, eval_files, image_size: int, batch_s
         predict = tf.function(lambda x: inference_model(x, training=False))
     count, mistakes = 0, []
     for images, labels, names in ds:
-        probabilities = predict(tf.cast(images, tf.float32))
-        if isinstance(probabilities, dict):
-            probabilities = probabilities[export.PROBABILITIES_KEY]
-        probabilities = probabilities.numpy()
+        probabilities = predict(tf.cast(images, tf.float32)).numpy()
         predicted = probabilities.argmax(axis=1)
         for i, label in enumerate(labels.numpy()):
             count += 1
@@ -415,7 +412,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         predictions_started = time.monotonic()
         write_eval_predictions(inference_model, eval_files, size, batch,
                                os.path.join(model_run_dir, EVAL_PREDICTIONS_FILE),
-                               predict=outputs)
+                               predict=lambda x: outputs(x)[export.PROBABILITIES_KEY])
         timings["eval_predictions"] = round(time.monotonic() - predictions_started, 2)
     elif chief:
         logging.info("No eval_predictions.json with this strategy: the run report will have "
