@@ -139,8 +139,8 @@ def test_backups_follow_the_interval_and_weights_are_written_once(tmp_path, inte
 
     probe = tf_keras.callbacks.LambdaCallback(  # runs after the project's callbacks
         on_epoch_end=lambda epoch, logs: seen.append((latest_backup(), weights.exists())))
-    epoch_seconds = []
-    callbacks = train._callbacks(str(tmp_path), "head", 3, 0, interval_s, epoch_seconds)  # pylint: disable=protected-access
+    callbacks = train._callbacks(str(tmp_path), "head", 3, 0, interval_s)  # pylint: disable=protected-access
+    epoch_seconds = callbacks[0].seconds
     tiny.fit(np.zeros((4, 2)), np.zeros((4, 2)), epochs=3, verbose=0,
              callbacks=[*callbacks, probe])
     assert [b for b, _ in seen] == backed_up  # never after the last epoch

@@ -208,13 +208,13 @@ class _StageEndWeights(tf_keras.callbacks.ModelCheckpoint):
 
 
 class _EpochClock(tf_keras.callbacks.Callback):
-    """Appends each epoch's wall seconds (training and validation together) to `seconds`,
-    and keeps the monotonic times the first epoch began and the last one ended
-    (`first_begin`, `last_end`), so the caller can tell fit's time outside every epoch."""
+    """Keeps each epoch's wall seconds (training and validation together) in `seconds`, and
+    the monotonic times the first epoch began and the last one ended, so the caller can
+    tell fit's time outside every epoch."""
 
-    def __init__(self, seconds: list):
+    def __init__(self):
         super().__init__()
-        self._seconds, self._start = seconds, 0.0
+        self.seconds, self._start = [], 0.0
         self.first_begin = self.last_end = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -224,13 +224,15 @@ class _EpochClock(tf_keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_end = time.monotonic()
-        self._seconds.append(round(self.last_end - self._start, 2))
+        self.seconds.append(round(self.last_end - self._start, 2))
 
 
 def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
-               backup_interval_s: float, epoch_seconds: list) -> list:
+               backup_interval_s: float) -> list:
+    """[epoch clock, backup, stage-end weights, TensorBoard], in this order: the first three
+    carry the seconds that go into timings.json."""
     return [
-        _EpochClock(epoch_seconds),
+        _EpochClock(),
         _IntervalBackup(os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s,
                         end_epoch),
         _StageEndWeights(os.path.join(model_run_dir, "checkpoints", f"{stage}.weights.h5"),
@@ -368,24 +370,22 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
             _compile(training_model, _learning_rate(
                 learning_rate, cfg["lr_schedule"], steps * (end_epoch - first_epoch)),
                 cfg["label_smoothing"], xla)
-        fit_started, epoch_seconds = time.monotonic(), []
+        fit_started = time.monotonic()
         callbacks = _callbacks(model_run_dir, stage, end_epoch, profile_batch,
-                               cfg["backup_interval_s"], epoch_seconds)
+                               cfg["backup_interval_s"])
         fit = training_model.fit(
             train_ds, validation_data=eval_ds, initial_epoch=first_epoch, epochs=end_epoch,
             steps_per_epoch=steps, validation_steps=cfg["eval_steps"], callbacks=callbacks,
             verbose=2)
         fit_ended = time.monotonic()
+        clock, backup, weights = callbacks[:3]
         timings[f"fit_{stage}"] = round(fit_ended - fit_started, 2)
-        timings[f"epochs_{stage}"] = epoch_seconds
-        clock = next(c for c in callbacks if isinstance(c, _EpochClock))
+        timings[f"epochs_{stage}"] = clock.seconds
         if clock.first_begin is not None:
             timings[f"fit_outside_epochs_{stage}"] = [
                 round(clock.first_begin - fit_started, 2), round(fit_ended - clock.last_end, 2)]
-        timings[f"backups_{stage}"] = next(c.seconds for c in callbacks
-                                           if isinstance(c, _IntervalBackup))
-        timings[f"weights_{stage}"] = sum(next(c.seconds for c in callbacks
-                                               if isinstance(c, _StageEndWeights)))
+        timings[f"backups_{stage}"] = backup.seconds
+        timings[f"weights_{stage}"] = sum(weights.seconds)
         history[stage] = {"epoch": list(fit.epoch), **fit.history}
         if strategy.extended.should_checkpoint:
             with tf.io.gfile.GFile(done, "w") as f:
