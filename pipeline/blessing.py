@@ -5,6 +5,7 @@ ValidationResult, with an empty `message`; `reasons` writes the sentence.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -136,3 +137,19 @@ def accuracies(evaluation_uri: str) -> Dict[str, float]:
                 role = "baseline" if key.model_name == tfma.BASELINE_KEY else "candidate"
                 out[role] = keyed.value.double_value.value
     return out
+
+
+def mistakes(evaluation_uri: str) -> Optional[dict]:
+    """The candidate's eval_metrics.MostConfidentMistakes value on the overall slice
+    ({"count", "correct", "misclassified_total", "misclassified": [...]}), or None when the
+    evaluation has none (an Evaluator configured without it)."""
+    import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+    from pipeline import eval_metrics  # pylint: disable=g-import-not-at-top
+    for metrics in tfma.load_metrics(evaluation_uri):
+        if metrics.slice_key.single_slice_keys:
+            continue
+        for keyed in metrics.metric_keys_and_values:
+            key = keyed.key
+            if key.name == eval_metrics.MISTAKES_NAME and key.model_name != tfma.BASELINE_KEY:
+                return json.loads(keyed.value.bytes_value.decode("utf-8"))
+    return None

@@ -58,8 +58,10 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     """TFMA config on the from_examples signature: accuracy (absolute and change thresholds),
     example count, and the argmax multi-class confusion matrix (per-class precision, recall
     and F1 derive from it: pipeline/blessing.py); with `min_class_recall`, also the lowest
-    per-class recall (pipeline/eval_metrics.py), which no class may fall below. model_type is pinned to tf_generic so TFMA
-    does not guess it by trying to load a Keras model."""
+    per-class recall (pipeline/eval_metrics.py), which no class may fall below; and the most
+    confident mistakes with their filenames (eval_metrics.MostConfidentMistakes: the run
+    report's grid). model_type is pinned to tf_generic so TFMA does not guess it by trying
+    to load a Keras model."""
     accuracy = tfma.MetricConfig(
         class_name="SparseCategoricalAccuracy",
         threshold=tfma.MetricThreshold(
@@ -68,7 +70,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 direction=tfma.MetricDirection.HIGHER_IS_BETTER,
                 absolute={"value": -config.max_accuracy_drop - 1e-10})))
     metrics = [accuracy, tfma.MetricConfig(class_name="ExampleCount"),
-               tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")]
+               tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+               tfma.MetricConfig(class_name="MostConfidentMistakes",
+                                 module=eval_metrics.__name__)]
     if config.min_class_recall is not None:
         metrics.append(tfma.MetricConfig(
             class_name="MinClassRecall", module=eval_metrics.__name__,

@@ -12,9 +12,10 @@ rebuilds it), into workdir/reports/run-<Evaluator execution id>/:
                         each captioned true -> predicted and the probability
   run.json              the numbers behind the page, and the grid's tiles in order
 
-Inputs: the Evaluator's metrics and plots (TFMA), the Trainer's model_run folder
-(checkpoints/<stage>.done.json histories, eval_predictions.json), the Pusher's output and
-the DataGate's recorded inputs. Nothing is recomputed with the model.
+Inputs: the Evaluator's metrics and plots (TFMA; the grid's mistakes are its
+MostConfidentMistakes metric), the Trainer's model_run folder (checkpoints/<stage>.done.json
+histories), the Pusher's output and the DataGate's recorded inputs. Nothing is recomputed
+with the model.
 
 Class names are drawn into the PNGs only with a font that has every glyph they need
 (Pillow's bundled font, else a system font such as DejaVu or Noto CJK); otherwise the PNGs
@@ -286,7 +287,6 @@ def build(workdir: str, reports_dir: Optional[str] = None,
     when no Evaluator has run in `workdir` yet. `evaluation`: blessing.last_evaluation's
     result when the caller already has it."""
     from components.data_validation import executor as data_executor  # pylint: disable=g-import-not-at-top
-    from trainer_module import train  # pylint: disable=g-import-not-at-top
     evaluation = evaluation or blessing.last_evaluation(workdir)
     if evaluation is None:
         return None
@@ -305,11 +305,7 @@ def build(workdir: str, reports_dir: Optional[str] = None,
     named = confusion_png(evaluation["matrix"], classes, os.path.join(out_dir, CONFUSION_PNG))
     model_run = _producer_outputs(store, evaluation["model"] or "").get("model_run")
     curves = training_history(model_run) if model_run else {"stage_starts": []}
-    predictions_path = os.path.join(model_run or "", train.EVAL_PREDICTIONS_FILE)
-    predictions = {}
-    if model_run and os.path.isfile(predictions_path):
-        with open(predictions_path, encoding="utf-8") as f:
-            predictions = json.load(f)
+    predictions = blessing.mistakes(evaluation["evaluation"]) or {}
     tiles = misclassified_png(evaluation["examples"], predictions.get("misclassified", []),
                               classes, os.path.join(out_dir, MISCLASSIFIED_PNG)) \
         if predictions else []

@@ -1,5 +1,6 @@
 """pipeline/blessing.py: TFMA's failed thresholds as sentences (the end-to-end run with a real
 Evaluator is in test_local_runner.py)."""
+import pytest
 from tensorflow_model_analysis.proto import validation_result_pb2
 
 from pipeline import blessing
@@ -59,13 +60,6 @@ def test_failed_min_class_recall_names_the_classes_below_it():
         "recall of class cat 0.250, dog 0.500 < min_class_recall 0.600"]
 
 
-def test_min_recall_over_present_classes_is_argmax_exact():
-    from pipeline import eval_metrics
-    matrix = {(0, 0): 8.0, (0, 1): 2.0, (1, 1): 5.0, (2, 0): 1.0, (2, 2): 3.0}
-    assert eval_metrics.min_recall(matrix) == 0.75  # class 2: 3 of 4; class 0: 0.8
-    assert eval_metrics.min_recall({}) == 0.0
-
-
 def _color_model(export_dir, good: bool, size: int = 32) -> str:
     """A SavedModel with the pipeline's signatures: `good` tells red from blue by mean color,
     the other always says red."""
@@ -103,7 +97,7 @@ def test_a_worse_candidate_fails_the_change_threshold_in_real_tfma(tmp_path):
             buf = io.BytesIO()
             Image.fromarray(np.full((20, 24, 3), color, np.uint8)).save(buf, "PNG")
             writer.write(make_example(buf.getvalue(), label, ["red", "blue"][label], "png",
-                                      (20, 24)))
+                                      (20, 24), filename=f"{['red', 'blue'][label]}/{i}.png"))
     config = eval_config(PipelineConfig(min_accuracy=0.0, max_accuracy_drop=0.0))
     candidate = config.model_specs[0]
     candidate.name = tfma.CANDIDATE_KEY
@@ -124,3 +118,18 @@ def test_a_worse_candidate_fails_the_change_threshold_in_real_tfma(tmp_path):
     assert blessing.reasons(validation, accuracy=accuracy) == [
         "accuracy 0.500 is 0.500 below the latest blessed model's 1.000 "
         "(max_accuracy_drop 0.000)"]
+    # The run report's grid: the candidate's mistakes (it calls every image red), with the
+    # files they came from and the probability serving_default gives, not the baseline's.
+    served = tf.saved_model.load(str(tmp_path / "bad")).signatures["serving_default"]
+    with open(tmp_path / "blue.png", "wb") as f:
+        Image.fromarray(np.full((20, 24, 3), (30, 30, 220), np.uint8)).save(f, "PNG")
+    probability = float(np.max(served(image_bytes=tf.constant(
+        [(tmp_path / "blue.png").read_bytes()]))["probabilities"].numpy()))
+    mistakes = blessing.mistakes(out)
+    assert {k: mistakes[k] for k in ("count", "correct", "misclassified_total")} == {
+        "count": 8, "correct": 4, "misclassified_total": 4}
+    assert [m["filename"] for m in mistakes["misclassified"]] == [
+        "blue/1.png", "blue/3.png", "blue/5.png", "blue/7.png"]
+    for m in mistakes["misclassified"]:
+        assert (m["label"], m["predicted"]) == (1, 0)
+        assert m["probability"] == pytest.approx(probability, abs=1e-5)

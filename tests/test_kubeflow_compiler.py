@@ -117,9 +117,11 @@ def test_every_class_path_and_dotted_function_imports(compiled, target):
         importlib.import_module(container["command"][2])
     functions = re.findall(r'"((?:trainer_module|pipeline|components|kubeflow)(?:\.\w+)+)"',
                            json.dumps(spec).replace('\\"', '"'))
-    assert {"trainer_module.train.run_fn",
-            "trainer_module.preprocessing.preprocessing_fn"} <= set(functions)
-    for dotted in set(functions) - {"kubeflow.entrypoint"}:  # the command's module, above
+    assert {"trainer_module.train.run_fn", "trainer_module.preprocessing.preprocessing_fn",
+            "pipeline.eval_metrics"} <= set(functions)
+    # The Evaluator's metric module (MetricConfig.module), which TFMA imports by name.
+    assert hasattr(importlib.import_module("pipeline.eval_metrics"), "MostConfidentMistakes")
+    for dotted in set(functions) - {"kubeflow.entrypoint", "pipeline.eval_metrics"}:
         module, _, name = dotted.rpartition(".")
         assert callable(getattr(importlib.import_module(module), name)), dotted
 

@@ -38,7 +38,8 @@ def encode(array: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def make_example(image_bytes: bytes, label: int, name: str, fmt: str, shape) -> bytes:
+def make_example(image_bytes: bytes, label: int, name: str, fmt: str, shape,
+                 filename: str = "") -> bytes:
     def b(v):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
 
@@ -47,7 +48,7 @@ def make_example(image_bytes: bytes, label: int, name: str, fmt: str, shape) -> 
 
     return tf.train.Example(features=tf.train.Features(feature={
         features.IMAGE_KEY: b(image_bytes), features.LABEL_KEY: i(label),
-        features.LABEL_NAME_KEY: b(name.encode()), features.FILENAME_KEY: b(b"x/" + fmt.encode()),
+        features.LABEL_NAME_KEY: b(name.encode()), features.FILENAME_KEY: b((filename or "x/" + fmt).encode()),
         features.HEIGHT_KEY: i(shape[0]), features.WIDTH_KEY: i(shape[1]),
         features.CHANNELS_KEY: i(3), features.FORMAT_KEY: b(fmt.encode()),
     })).SerializeToString()

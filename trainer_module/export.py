@@ -49,12 +49,11 @@ def _check_transform_output(tft_layer, sample_examples, image_size: int) -> None
     model.assert_unnormalized(pixels)
 
 
-def outputs_function(inference_model, class_names: Sequence[str], image_size: int):
+def _outputs_function(inference_model, class_names: Sequence[str], image_size: int):
     """The traced tf.function both signatures call: float32 pixels [B, S, S, 3] in [0, 255]
     -> {probabilities [B, C] float32, label [B] string}.
 
-    One trace of the network for both signatures (a trace per signature cost seconds each),
-    and the Trainer runs its eval-predictions pass through the same trace after export.
+    One trace of the network for both signatures (a trace per signature cost seconds each).
     """
     vocabulary = tf.constant(list(class_names), dtype=tf.string)
 
@@ -74,7 +73,7 @@ def outputs_function(inference_model, class_names: Sequence[str], image_size: in
 
 def export_model(inference_model, class_names: Sequence[str], image_size: int,
                  export_dir: str, transform_output_dir: Optional[str] = None,
-                 sample_examples: Optional[tf.Tensor] = None, outputs=None) -> str:
+                 sample_examples: Optional[tf.Tensor] = None) -> str:
     """Saves `inference_model` with both signatures to `export_dir`; returns export_dir.
 
     Args:
@@ -85,13 +84,11 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
       transform_output_dir: Transform output; from_examples then runs its graph.
       sample_examples: a few serialized raw tf.Examples to check the Transform graph
         against the model (size, [0, 255] range) before saving.
-      outputs: `outputs_function(inference_model, class_names, image_size)`, when the caller
-        wants to reuse its trace; built here otherwise.
 
     Raises:
       RuntimeError: the Transform graph's output does not fit the model.
     """
-    _outputs = outputs or outputs_function(inference_model, class_names, image_size)
+    _outputs = _outputs_function(inference_model, class_names, image_size)
     tft_layer = None
     if transform_output_dir:
         import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top

@@ -17,13 +17,11 @@ Layout of `model_run_dir`:
                                   redone when stage 2 or the export was killed
   logs/                           TensorBoard (train/, validation/), plus a profiler trace
                                   of `profile_batches` ("10,20", or one batch) when set
-  eval_predictions.json           the exported model's argmax on every eval example: counts
-                                  and the most confident mistakes (the run report's grid)
   timings.json                    wall seconds of this call's phases: setup (strategy, input,
                                   model), fit_<stage> with its epochs_<stage>, the time before
                                   the first and after the last epoch, backups_<stage>
-                                  and weights_<stage>, export, eval_predictions (where a
-                                  Trainer's time went)
+                                  and weights_<stage>, export (where a Trainer's time
+                                  went)
 A rerun resumes only in the same model_run_dir (an orchestrator restarting the same
 execution); give a fresh one for a fresh run.
 """
@@ -41,7 +39,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-from trainer_module import dataset, export, features, image_ops, model, strategy as strategy_lib
+from trainer_module import dataset, export, features, model, strategy as strategy_lib
 
 DEFAULTS = {
     "image_size": 300, "batch_size": 32, "epochs": 5, "learning_rate": 1e-3,
@@ -54,7 +52,6 @@ DEFAULTS = {
     "backup_interval_s": 60.0,
 }
 HEAD, FINE_TUNE = "head", "fine_tune"
-EVAL_PREDICTIONS_FILE = "eval_predictions.json"
 TIMINGS_FILE = "timings.json"
 
 
@@ -242,50 +239,6 @@ def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
     ]
 
 
-def write_eval_predictions(inference_model, eval_files, image_size: int, batch_size: int,
-                           path: str, limit: int = 64, predict=None) -> dict:
-    """Runs the model over the eval split once and writes what it got wrong to `path`.
-
-    JSON: {"count", "correct", "misclassified_total", "misclassified": [{"filename", "label",
-    "predicted", "probability"}], the `limit` most confident mistakes first}. Images are
-    decoded by the same make_dataset path as validation; memory holds one batch. `predict`
-    (float32 pixels -> probabilities) defaults to the model called in a new tf.function; the
-    Trainer passes the export's already traced one (export.outputs_function).
-    """
-    files = dataset.list_shards(eval_files)
-
-    def parse(serialized):
-        parsed = tf.io.parse_single_example(serialized, {
-            features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-            features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-            features.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-        })
-        return (image_ops.decode_and_resize(parsed[features.IMAGE_KEY], image_size),
-                parsed[features.LABEL_KEY], parsed[features.FILENAME_KEY])
-
-    ds = (tf.data.TFRecordDataset(files, compression_type=dataset.shard_compression(files))
-          .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-          .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    if predict is None:
-        predict = tf.function(lambda x: inference_model(x, training=False))
-    count, mistakes = 0, []
-    for images, labels, names in ds:
-        probabilities = predict(tf.cast(images, tf.float32)).numpy()
-        predicted = probabilities.argmax(axis=1)
-        for i, label in enumerate(labels.numpy()):
-            count += 1
-            if predicted[i] != label:
-                mistakes.append({"filename": names[i].numpy().decode("utf-8", "replace"),
-                                 "label": int(label), "predicted": int(predicted[i]),
-                                 "probability": float(probabilities[i, predicted[i]])})
-    mistakes.sort(key=lambda m: -m["probability"])
-    out = {"count": count, "correct": count - len(mistakes),
-           "misclassified_total": len(mistakes), "misclassified": mistakes[:limit]}
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(out, f, indent=1, ensure_ascii=False)
-    return out
-
-
 def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
                      model_run_dir: str, serving_model_dir: str,
                      transform_output_dir: Optional[str] = None, **config) -> dict:
@@ -395,28 +348,14 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     chief = strategy.extended.should_checkpoint
     target = serving_model_dir if chief else tempfile.mkdtemp(prefix="imgpipe_worker_")
     export_started = time.monotonic()
-    outputs = export.outputs_function(inference_model, class_names, size)
     try:
         export.export_model(
             inference_model, class_names, size, target, transform_output_dir,
-            sample_examples=_sample_examples(eval_files) if transform_output_dir else None,
-            outputs=outputs)
+            sample_examples=_sample_examples(eval_files) if transform_output_dir else None)
     finally:
         if not chief:
             shutil.rmtree(target, ignore_errors=True)
     timings["export"] = round(time.monotonic() - export_started, 2)
-    # Outside strategy.run, a TPU model cannot run, and under MultiWorkerMirroredStrategy
-    # reading BatchNorm's sync-on-read statistics needs every worker (which have moved on).
-    if chief and not is_tpu and not isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        predictions_started = time.monotonic()
-        write_eval_predictions(inference_model, eval_files, size, batch,
-                               os.path.join(model_run_dir, EVAL_PREDICTIONS_FILE),
-                               predict=lambda x: outputs(x)[export.PROBABILITIES_KEY])
-        timings["eval_predictions"] = round(time.monotonic() - predictions_started, 2)
-    elif chief:
-        logging.info("No eval_predictions.json with this strategy: the run report will have "
-                     "no misclassified grid.")
     if chief:
         timings["total"] = round(time.monotonic() - started, 2)
         with tf.io.gfile.GFile(os.path.join(model_run_dir, TIMINGS_FILE), "w") as f:
