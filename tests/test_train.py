@@ -132,7 +132,7 @@ def test_backups_follow_the_interval_and_weights_are_written_once(tmp_path, inte
     tiny = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(2)])
     tiny.compile("sgd", "mse")
     backup = tmp_path / "backup_head" / "chief" / "checkpoint"
-    weights = tmp_path / "checkpoints" / "head.weights.h5"
+    weights = tmp_path / "checkpoints" / "head.weights.index"
     seen = []
     def latest_backup():
         return os.path.basename(tf.train.latest_checkpoint(str(backup.parent)) or "") or None
@@ -200,7 +200,7 @@ def test_killed_trainer_resumes_from_its_backup(tmp_path, capsys, weights_file):
     # After a clean end: backups gone, stages marked done, TensorBoard + profile, the model.
     assert not backup.exists()
     assert (run_dir / "checkpoints" / "fine_tune.done.json").exists()
-    assert (run_dir / "checkpoints" / "fine_tune.weights.h5").exists()
+    assert (run_dir / "checkpoints" / "fine_tune.weights.index").exists()
     for sub in ("train", "validation"):
         assert any(f.startswith("events.out.tfevents")
                    for f in os.listdir(run_dir / "logs" / sub))
