@@ -2,7 +2,7 @@
 same folder, same epochs, one run.
 
     .venv/bin/python benchmarks/bench_tax.py [--images 2000] [--classes 5] [--size 64]
-        [--epochs 5] [--batch 32] [--workdir /tmp/imgpipe_bench_tax]
+        [--epochs 5] [--batch 32] [--rounds 1] [--workdir /tmp/imgpipe_bench_tax]
 
 Data: `--images` learnable images in `--classes` class folders (pipeline/demo_data.py:
 shapes and stripe patterns on noisy photo-like gradients, 160-400 px JPEG/PNG), generated
@@ -15,10 +15,12 @@ once into WORKDIR/data and reused.
   pipeline  `imgpipe run` on the same folder with the same size/batch/epochs: ingest,
             statistics, schema, validation, Transform, Trainer, Evaluator, Pusher
 
-Both are timed from process start to exit (imports included). Reported: the wall-time
-ratio, each side's final eval accuracy (the script's val split vs the pipeline's eval
-split: both 20%, chosen differently), the per-step training time of each, and the
-pipeline's per-component seconds from MLMD. Results: BENCHMARKS.md, "Orchestration tax".
+Both are timed from process start to exit (imports included), in `--rounds` pairs with
+the order alternating (script first in odd rounds), since the machine's speed drifts.
+Reported per round: the wall-time ratio, each side's final eval accuracy (the script's val
+split vs the pipeline's eval split: both 20%, chosen differently), the script's per-step
+time, and the pipeline's per-component seconds from MLMD and its Trainer's timings.json;
+then the median ratio. Results: BENCHMARKS.md, "Orchestration tax".
 """
 from __future__ import annotations
 
@@ -98,6 +100,30 @@ def _pipeline_breakdown(workdir: str) -> dict:
             "accuracy": blessing.accuracies(evaluation["evaluation"])["candidate"]}
 
 
+def _script(args, data: str, env: dict, log: str) -> dict:
+    out = os.path.join(args.workdir, "script_model")
+    shutil.rmtree(out, ignore_errors=True)
+    wall = _timed([sys.executable, "-c", SCRIPT, REPO, data, str(args.size), str(args.batch),
+                   str(args.epochs), out], log, env)
+    with open(log, encoding="utf-8") as f:
+        script = json.loads(re.findall(r"^RESULT (.*)$", f.read(), re.M)[-1])
+    return {"wall_s": round(wall, 1), "accuracy": round(script["val_accuracy"], 3),
+            "fit_s": round(script["fit_s"], 1), "epochs_s": script["epoch_s"],
+            "s_per_step": round(script["fit_s"] / script["steps"], 3)}
+
+
+def _pipeline(args, data: str, env: dict, log: str) -> dict:
+    work = os.path.join(args.workdir, "pipeline_work")
+    shutil.rmtree(work, ignore_errors=True)
+    wall = _timed([os.path.join(VENV_BIN, "imgpipe"), "run", "--data-root", data,
+                   "--workdir", work, "--image-size", str(args.size), "--epochs",
+                   str(args.epochs), "--batch-size", str(args.batch)], log, env)
+    breakdown = _pipeline_breakdown(work)
+    return {"wall_s": round(wall, 1), "accuracy": round(breakdown["accuracy"], 3),
+            "components": breakdown["components"],
+            "trainer_phases": breakdown["trainer_phases"]}
+
+
 def run(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
@@ -105,6 +131,9 @@ def run(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="script/pipeline pairs, the order alternating; the median "
+                             "ratio is reported")
     parser.add_argument("--workdir", default="/tmp/imgpipe_bench_tax")
     args = parser.parse_args(argv)
     from pipeline import demo_data  # pylint: disable=g-import-not-at-top
@@ -115,31 +144,22 @@ def run(argv=None) -> dict:
                                    images_per_class=args.images // args.classes,
                                    min_side=160, max_side=400)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    script_out = os.path.join(args.workdir, "script_model")
-    shutil.rmtree(script_out, ignore_errors=True)
-    script_wall = _timed([sys.executable, "-c", SCRIPT, REPO, data, str(args.size),
-                          str(args.batch), str(args.epochs), script_out],
-                         os.path.join(args.workdir, "script.log"), env)
-    with open(os.path.join(args.workdir, "script.log"), encoding="utf-8") as f:
-        script = json.loads(re.findall(r"^RESULT (.*)$", f.read(), re.M)[-1])
-    work = os.path.join(args.workdir, "pipeline_work")
-    shutil.rmtree(work, ignore_errors=True)
-    pipeline_wall = _timed([os.path.join(VENV_BIN, "imgpipe"), "run", "--data-root", data,
-                            "--workdir", work, "--image-size", str(args.size), "--epochs",
-                            str(args.epochs), "--batch-size", str(args.batch)],
-                           os.path.join(args.workdir, "pipeline.log"), env)
-    pipeline = _pipeline_breakdown(work)
-    train_steps = script["steps"]  # the same train split size, give or take the split
-    result = {"script_wall_s": round(script_wall, 1), "pipeline_wall_s": round(pipeline_wall, 1),
-              "ratio": round(pipeline_wall / script_wall, 3),
-              "script_accuracy": round(script["val_accuracy"], 3),
-              "pipeline_accuracy": round(pipeline["accuracy"], 3),
-              "script_fit_s": round(script["fit_s"], 1),
-              "script_epochs_s": script["epoch_s"],
-              "script_s_per_step": round(script["fit_s"] / train_steps, 3),
-              "pipeline_trainer_s": pipeline["components"].get("Trainer"),
-              "components": pipeline["components"],
-              "trainer_phases": pipeline["trainer_phases"]}
+    rounds = []
+    for r in range(args.rounds):
+        sides = {}
+        order = ("script", "pipeline") if r % 2 == 0 else ("pipeline", "script")
+        for side in order:
+            log = os.path.join(args.workdir, f"{side}-{r + 1}.log")
+            sides[side] = (_script if side == "script" else _pipeline)(args, data, env, log)
+            print(f"round {r + 1} {side}: {sides[side]['wall_s']} s, accuracy "
+                  f"{sides[side]['accuracy']}", file=sys.stderr, flush=True)
+        rounds.append({"order": list(order), **sides,
+                       "ratio": round(sides["pipeline"]["wall_s"] / sides["script"]["wall_s"],
+                                      3)})
+    ratios = sorted(r["ratio"] for r in rounds)
+    result = {"ratio_median": ratios[len(ratios) // 2] if len(ratios) % 2 else
+              round((ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2, 3),
+              "ratios": [r["ratio"] for r in rounds], "rounds": rounds}
     print(json.dumps(result, indent=1))
     return result
 

@@ -96,9 +96,12 @@ class PipelineConfig:
     cache: str = "auto"
     shuffle_buffer: int = 2048
     profile_batches: Optional[str] = None  # e.g. "10,20": TensorBoard profiler window
-    # Training backups (a killed Trainer resumes from the last): at an epoch's end once this
-    # many seconds have passed since the last one; 0 backs up every epoch.
-    backup_interval_s: float = 60.0
+    # Training backups, so that a restarted Trainer execution resumes from the last one: at
+    # an epoch's end once this many seconds have passed since the last; 0: every epoch.
+    # None: 60 where the orchestrator restarts the same execution (Kubeflow, Vertex); none in
+    # local runs, where every run is a new execution with a new model_run folder, so a
+    # backup could never be read.
+    backup_interval_s: Optional[float] = None
     tpu_address: Optional[str] = None
 
     # Evaluation / blessing.
@@ -221,9 +224,10 @@ class PipelineConfig:
                              "[0, 1], imbalance_ratio >= 1.")
         if self.shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer={self.shuffle_buffer}: must be >= 1.")
-        if not 0.0 <= self.backup_interval_s < float("inf"):
+        if self.backup_interval_s is not None and not 0.0 <= self.backup_interval_s < float(
+                "inf"):
             raise ValueError(f"backup_interval_s={self.backup_interval_s}: must be >= 0 "
-                             "(0 backs up every epoch).")
+                             "(0 backs up every epoch), or unset.")
         if self.cache not in ("auto", "none", "memory") and (
                 self.cache.endswith("/") or not os.path.isabs(self.cache)
                 and "://" not in self.cache):
@@ -326,7 +330,7 @@ def _coerce(name: str, value: Any) -> Any:
     kind = type(default) if default is not None else None
     if name in ("train_steps", "eval_steps", "max_side"):
         kind = int
-    if name == "min_class_recall":
+    if name in ("min_class_recall", "backup_interval_s"):
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
             return None
         kind = float

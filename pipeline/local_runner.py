@@ -43,12 +43,13 @@ def config_from_env(environ=None) -> PipelineConfig:
 
 
 def build(config: PipelineConfig, validate_only: bool = False) -> tfx_pipeline.Pipeline:
-    """create_pipeline(config) plus the local MLMD store."""
+    """create_pipeline(config) plus the local MLMD store. Every local run is a new Trainer
+    execution, so Trainer backups are off unless `backup_interval_s` is set."""
     return create_pipeline(
         config,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
             config.metadata_path),
-        validate_only=validate_only)
+        validate_only=validate_only, trainer_restarts=False)
 
 
 def run(config: PipelineConfig, validate_only: bool = False) -> None:

@@ -35,6 +35,7 @@ SETUP_PY = os.path.join(PROJECT_DIR, "setup.py")
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
 BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
+BACKUP_INTERVAL_S = 60.0  # Trainer backups where its execution can be restarted
 _DEPENDENCY_FLAGS = ("--setup_file", "--extra_package", "--requirements_file",
                      "--sdk_container_image", "--worker_harness_container_image")
 
@@ -96,7 +97,8 @@ def create_pipeline(config: PipelineConfig, *,
                     with_baseline: bool = True,
                     project_dir: str = PROJECT_DIR,
                     vertex_training_args: Optional[dict] = None,
-                    validate_only: bool = False) -> tfx_pipeline.Pipeline:
+                    validate_only: bool = False,
+                    trainer_restarts: bool = True) -> tfx_pipeline.Pipeline:
     """Wires ingest -> stats -> schema -> validation -> Transform -> Trainer -> Evaluator -> Pusher.
 
     Args:
@@ -113,6 +115,9 @@ def create_pipeline(config: PipelineConfig, *,
         `ai_platform_training_args` (TFX's Google Cloud Trainer extension).
       validate_only: only ingest, schema, statistics, validation and the gate (with its data
         report): a quick look at the data before any training (`imgpipe validate`).
+      trainer_restarts: the orchestrator may restart the same Trainer execution (Kubeflow,
+        Vertex), so its backups can be read: an unset `config.backup_interval_s` means 60 s.
+        LocalDagRunner gives every run a new execution: False, and unset means no backups.
     """
     setup_py = os.path.join(project_dir, "setup.py")
     # Images -> encoded-bytes tf.Examples, with a quarantine report and the label vocabulary.
@@ -173,6 +178,8 @@ def create_pipeline(config: PipelineConfig, *,
     # EfficientNetB3 fed by make_dataset on the raw shards; exports both signatures.
     trainer_config = dict(config.trainer_config(), train_steps=config.train_steps,
                           eval_steps=config.eval_steps)
+    if config.backup_interval_s is None:
+        trainer_config["backup_interval_s"] = BACKUP_INTERVAL_S if trainer_restarts else None
     total_steps = config.train_steps * (config.epochs + config.fine_tune_epochs) \
         if config.train_steps else 0
     if vertex_training_args is not None:

@@ -42,6 +42,10 @@ def test_string_coercion_from_env_style_values():
     assert config.verify_images is False and config.xla is True
     assert config.learning_rate == pytest.approx(0.01) and config.max_side == 1024
     assert config.beam_pipeline_args == ["--runner=DirectRunner", "--a=b"]
+    assert load_config(None, {"data_root": "/d", "backup_interval_s": "30"}) \
+        .backup_interval_s == 30.0
+    assert load_config(None, {"data_root": "/d", "backup_interval_s": "none"}) \
+        .backup_interval_s is None
 
 
 def test_yaml_is_safe_loaded(tmp_path):

@@ -199,6 +199,7 @@ def test_vertex_training_job_worker_pools(tmp_path):
     custom = json.loads(tasks["Trainer"]["inputs"]["parameters"]["custom_config"][
         "runtimeValue"]["constant"])
     assert custom["ai_platform_enable_vertex"] is True
+    assert custom["backup_interval_s"] == 60.0  # a preempted job restarts the same execution
     assert custom["ai_platform_vertex_region"] == "us-central1"
     pools = custom["ai_platform_training_args"]["job_spec"]["worker_pool_specs"]
     assert custom["ai_platform_training_args"]["project"] == "my-proj"

@@ -55,6 +55,23 @@ def test_wiring_uses_dotted_paths_not_module_files(tmp_path):
         "push_destination"]
 
 
+def test_trainer_backups_only_where_the_same_execution_can_be_restarted(tmp_path):
+    def backup_interval(config, **kwargs):
+        trainer = {c.id: c for c in create_pipeline(config, **kwargs).components}["Trainer"]
+        return json.loads(trainer.exec_properties["custom_config"])["backup_interval_s"]
+
+    # Kubeflow and Vertex restart the same execution: 60 s. A local run is a new execution
+    # with a new model_run folder every time, so its backups could never be read: none.
+    assert backup_interval(_config(tmp_path)) == 60.0
+    assert backup_interval(_config(tmp_path), trainer_restarts=False) is None
+    # A value the user sets is kept either way.
+    assert backup_interval(_config(tmp_path, backup_interval_s=0),
+                           trainer_restarts=False) == 0
+    from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+    trainer = {c.id: c for c in local_runner.build(_config(tmp_path)).components}["Trainer"]
+    assert json.loads(trainer.exec_properties["custom_config"])["backup_interval_s"] is None
+
+
 def test_dataset_schema_in_the_workdir_by_default_and_user_schema_when_given(tmp_path):
     default = {c.id: c for c in create_pipeline(_config(tmp_path)).components}
     props = default["DatasetSchemaGen"].exec_properties

@@ -8,9 +8,9 @@ precision policy, then the model under the strategy's scope.
 
 Layout of `model_run_dir`:
   backup_<stage>/                 BackupAndRestore state, taken at the end of an epoch once
-                                  `backup_interval_s` (60 s; 0: every epoch) have passed: a
-                                  killed run resumes after the last backed-up epoch; fit()
-                                  deletes it when the stage ends
+                                  `backup_interval_s` (60 s; 0: every epoch; None: never)
+                                  have passed: a killed run resumes after the last
+                                  backed-up epoch; fit() deletes it when the stage ends
   checkpoints/<stage>.weights.*   weights after the stage's last epoch (TensorFlow format:
                                   a quarter of HDF5's time to write for B3)
   checkpoints/<stage>.done.json   the stage finished (its history): a rerun loads the
@@ -232,13 +232,14 @@ class _EpochClock(tf_keras.callbacks.Callback):
 
 
 def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
-               backup_interval_s: float) -> list:
-    """[epoch clock, backup, stage-end weights, TensorBoard], in this order: the first three
-    carry the seconds that go into timings.json."""
+               backup_interval_s: Optional[float]) -> list:
+    """[epoch clock, backup (None when backup_interval_s is None), stage-end weights,
+    TensorBoard], in this order: the first three carry the seconds that go into
+    timings.json."""
     return [
         _EpochClock(),
-        _IntervalBackup(os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s,
-                        end_epoch),
+        None if backup_interval_s is None else _IntervalBackup(
+            os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s, end_epoch),
         _StageEndWeights(stage_weights(model_run_dir, stage),
                          end_epoch),
         tf_keras.callbacks.TensorBoard(log_dir=os.path.join(model_run_dir, "logs"),
@@ -335,8 +336,8 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
                                cfg["backup_interval_s"])
         fit = training_model.fit(
             train_ds, validation_data=eval_ds, initial_epoch=first_epoch, epochs=end_epoch,
-            steps_per_epoch=steps, validation_steps=cfg["eval_steps"], callbacks=callbacks,
-            verbose=2)
+            steps_per_epoch=steps, validation_steps=cfg["eval_steps"],
+            callbacks=[c for c in callbacks if c is not None], verbose=2)
         fit_ended = time.monotonic()
         clock, backup, weights = callbacks[:3]
         timings[f"fit_{stage}"] = round(fit_ended - fit_started, 2)
@@ -344,7 +345,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         if clock.first_begin is not None:
             timings[f"fit_outside_epochs_{stage}"] = [
                 round(clock.first_begin - fit_started, 2), round(fit_ended - clock.last_end, 2)]
-        timings[f"backups_{stage}"] = backup.seconds
+        timings[f"backups_{stage}"] = backup.seconds if backup else []
         timings[f"weights_{stage}"] = sum(weights.seconds)
         history[stage] = {"epoch": list(fit.epoch), **fit.history}
         if strategy.extended.should_checkpoint:
