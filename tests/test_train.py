@@ -125,11 +125,12 @@ def test_auto_cache_is_memory_only_while_the_decoded_splits_fit(tmp_path, monkey
     assert train.resolve_cache("auto", 16, train_files, eval_files) == "none"
 
 
-@pytest.mark.parametrize("interval_s,backed_up", [(0, ["ckpt-1", "ckpt-2", "ckpt-2"]),
-                                                   (1e9, [None, None, None]),
-                                                   (None, [None, None, None])])
+@pytest.mark.parametrize("interval_s,backed_up,weights_after", [
+    (0, ["ckpt-1", "ckpt-2", "ckpt-2"], [False, False, True]),
+    (1e9, [None, None, None], [False, False, True]),
+    (None, [None, None, None], [False, False, False])])  # None: nothing restarts this run
 def test_backups_follow_the_interval_and_weights_are_written_once(tmp_path, interval_s,
-                                                                   backed_up):
+                                                                   backed_up, weights_after):
     tiny = tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(2)])
     tiny.compile("sgd", "mse")
     backup = tmp_path / "backup_head" / "chief" / "checkpoint"
@@ -142,11 +143,12 @@ def test_backups_follow_the_interval_and_weights_are_written_once(tmp_path, inte
         on_epoch_end=lambda epoch, logs: seen.append((latest_backup(), weights.exists())))
     callbacks = train._callbacks(str(tmp_path), "head", 3, 0, interval_s)  # pylint: disable=protected-access
     epoch_seconds = callbacks[0].seconds
-    assert (callbacks[1] is None) == (interval_s is None)  # None: no backup callback at all
+    # None: no backup and no weights callback at all
+    assert (callbacks[1] is None) == (callbacks[2] is None) == (interval_s is None)
     tiny.fit(np.zeros((4, 2)), np.zeros((4, 2)), epochs=3, verbose=0,
              callbacks=[*filter(None, callbacks), probe])
     assert [b for b, _ in seen] == backed_up  # never after the last epoch
-    assert [w for _, w in seen] == [False, False, True]  # after the stage's last epoch only
+    assert [w for _, w in seen] == weights_after  # after the stage's last epoch only
     assert not backup.exists()  # a finished stage deletes its backup
     if interval_s is None:
         assert not (tmp_path / "backup_head").exists()

@@ -57,7 +57,8 @@ def _outputs_function(inference_model, class_names: Sequence[str], image_size: i
     """
     vocabulary = tf.constant(list(class_names), dtype=tf.string)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)],
+                 autograph=False)
     def outputs(pixels):
         # An empty request must give empty outputs; TF's CPU depthwise convolution rejects
         # a batch of 0 ("input depth must be evenly divisible by filter depth").
@@ -97,7 +98,8 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
         if sample_examples is not None:
             _check_transform_output(tft_layer, sample_examples, image_size)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT_KEY)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT_KEY)],
+                 autograph=False)
     def serve_image_bytes(image_bytes):
         # Name the offending elements: a decode error inside the batch would not.
         bad = tf.where(tf.logical_not(image_ops.is_decodable_format(image_bytes)))[:, 0]
@@ -110,7 +112,8 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
                              tf.float32)
         return _outputs(pixels)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT_KEY)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT_KEY)],
+                 autograph=False)
     def serve_examples(examples):
         parsed = _parse(examples)
         if tft_layer is not None:

@@ -11,11 +11,12 @@ Layout of `model_run_dir`:
                                   `backup_interval_s` (60 s; 0: every epoch; None: never)
                                   have passed: a killed run resumes after the last
                                   backed-up epoch; fit() deletes it when the stage ends
-  checkpoints/<stage>.weights.*   weights after the stage's last epoch (TensorFlow format:
-                                  a quarter of HDF5's time to write for B3)
-  checkpoints/<stage>.done.json   the stage finished (its history): a rerun loads the
-                                  weights instead of training it again, so stage 1 is not
-                                  redone when stage 2 or the export was killed
+  checkpoints/<stage>.weights.*   weights after the stage's last epoch (TensorFlow format),
+                                  unless backup_interval_s is None
+  checkpoints/<stage>.done.json   the stage finished (its history): a rerun finding the
+                                  weights too loads them instead of training it again, so
+                                  stage 1 is not redone when stage 2 or the export was
+                                  killed
   logs/                           TensorBoard (train/, validation/), plus a profiler trace
                                   of `profile_batches` ("10,20", or one batch) when set
   timings.json                    wall seconds of this call's phases: setup (strategy, input,
@@ -189,8 +190,8 @@ class _IntervalBackup(tf_keras.callbacks.BackupAndRestore):
 
 
 def stage_weights(model_run_dir: str, stage: str) -> str:
-    """The TensorFlow-format checkpoint prefix of `stage`'s final weights (HDF5 took ~1-2 s
-    to write B3 on 2 cores, this ~0.3 s; reading it back, 1.4 s against 0.2 s)."""
+    """The TensorFlow-format checkpoint prefix of `stage`'s final weights (with the
+    optimizer's state, B3 took ~1 s to write on 2 cores against ~2-3 s for HDF5)."""
     return os.path.join(model_run_dir, "checkpoints", f"{stage}.weights")
 
 
@@ -233,15 +234,17 @@ class _EpochClock(tf_keras.callbacks.Callback):
 
 def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
                backup_interval_s: Optional[float]) -> list:
-    """[epoch clock, backup (None when backup_interval_s is None), stage-end weights,
-    TensorBoard], in this order: the first three carry the seconds that go into
-    timings.json."""
+    """[epoch clock, backup, stage-end weights, TensorBoard], in this order: the first three
+    carry the seconds that go into timings.json. With backup_interval_s None (nothing will
+    restart this execution) the backup and the weights, which only a restart reads, are None.
+    """
+    restartable = backup_interval_s is not None
     return [
         _EpochClock(),
-        None if backup_interval_s is None else _IntervalBackup(
-            os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s, end_epoch),
-        _StageEndWeights(stage_weights(model_run_dir, stage),
-                         end_epoch),
+        _IntervalBackup(os.path.join(model_run_dir, f"backup_{stage}"), backup_interval_s,
+                        end_epoch) if restartable else None,
+        _StageEndWeights(stage_weights(model_run_dir, stage), end_epoch) if restartable
+        else None,
         tf_keras.callbacks.TensorBoard(log_dir=os.path.join(model_run_dir, "logs"),
                                        profile_batch=profile_batch),
     ]
@@ -323,10 +326,11 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         with strategy.scope():
             if stage == FINE_TUNE and pretrained:
                 model.unfreeze_top_blocks(backbone, cfg["fine_tune_blocks"])
-            if tf.io.gfile.exists(done):
+            if tf.io.gfile.exists(done) and tf.io.gfile.exists(checkpoint + ".index"):
                 logging.info("Stage %s already finished in %s: loading %s.", stage,
                              model_run_dir, checkpoint)
-                training_model.load_weights(checkpoint)
+                # Not compiled yet: the optimizer state in the checkpoint is not wanted.
+                training_model.load_weights(checkpoint).expect_partial()
                 continue
             _compile(training_model, _learning_rate(
                 learning_rate, cfg["lr_schedule"], steps * (end_epoch - first_epoch)),
@@ -346,7 +350,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
             timings[f"fit_outside_epochs_{stage}"] = [
                 round(clock.first_begin - fit_started, 2), round(fit_ended - clock.last_end, 2)]
         timings[f"backups_{stage}"] = backup.seconds if backup else []
-        timings[f"weights_{stage}"] = sum(weights.seconds)
+        timings[f"weights_{stage}"] = sum(weights.seconds) if weights else 0
         history[stage] = {"epoch": list(fit.epoch), **fit.history}
         if strategy.extended.should_checkpoint:
             with tf.io.gfile.GFile(done, "w") as f:
