@@ -9,6 +9,7 @@ test_train.py.)
 """
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
@@ -35,10 +36,23 @@ def _exported(tmp_path_factory):
     train.train_and_export(
         [patterns["train"]], [patterns["eval"]], model_run_dir=str(root / "model_run"),
         serving_model_dir=serving_dir, transform_output_dir=transform_dir,
-        image_size=S, batch_size=4, epochs=1, train_steps=2, eval_steps=1, weights=weights)
+        image_size=S, batch_size=4, epochs=1, train_steps=2, eval_steps=1, weights=weights,
+        backup_interval_s=None)  # as in a local run
     return types.SimpleNamespace(root=root, serving_dir=serving_dir,
                                  transform_dir=transform_dir, patterns=patterns,
                                  loaded=tf.saved_model.load(serving_dir))
+
+
+def test_a_run_that_nothing_restarts_keeps_its_history_but_no_restart_state(exported):
+    """backup_interval_s=None (local runs): the history the run report draws is written;
+    the backup and the stage-end weights, which only a restarted execution reads, are not."""
+    run = exported.root / "model_run"
+    history = json.loads((run / "checkpoints" / "head.done.json").read_text())
+    assert history["epoch"] == [0] and len(history["val_accuracy"]) == 1
+    assert not list((run / "checkpoints").glob("head.weights*"))
+    assert not (run / "backup_head").exists()
+    timings = json.loads((run / train.TIMINGS_FILE).read_text())
+    assert timings["backups_head"] == [] and timings["weights_head"] == 0
 
 
 def _images():

@@ -353,6 +353,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         timings[f"weights_{stage}"] = sum(weights.seconds) if weights else 0
         history[stage] = {"epoch": list(fit.epoch), **fit.history}
         if strategy.extended.should_checkpoint:
+            tf.io.gfile.makedirs(os.path.dirname(done))
             with tf.io.gfile.GFile(done, "w") as f:
                 json.dump(history[stage], f)
 
