@@ -155,10 +155,10 @@ class _MistakesCombiner(beam.CombineFn):
                                          self._trim(accumulator[2], 0))}
 
 
-def mistakes_json(count: int, total: int, mistakes: List[tuple]) -> str:
-    """The metric's value from (probability, filename, label, predicted) tuples."""
-    ordered = sorted(mistakes, key=_rank)
+def mistakes_json(count: int, total: int, ranked: List[tuple]) -> str:
+    """The metric's value from (probability, filename, label, predicted) tuples, already
+    ranked (`_rank`) and trimmed."""
     return json.dumps({
         "count": count, "correct": count - total, "misclassified_total": total,
         "misclassified": [{"filename": f, "label": l, "predicted": p, "probability": q}
-                          for q, f, l, p in ordered]}, ensure_ascii=False)
+                          for q, f, l, p in ranked]}, ensure_ascii=False)

@@ -27,7 +27,7 @@ from components.image_example_gen import ImageExampleGen, IngestOptions
 from components.image_trainer.component import ImageTrainer
 from pipeline import eval_metrics
 from pipeline.config import PipelineConfig
-from trainer_module import export, features
+from trainer_module import export, features, train
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CURATED_SCHEMA = schema_lib.CURATED_TEMPLATE
@@ -35,7 +35,6 @@ SETUP_PY = os.path.join(PROJECT_DIR, "setup.py")
 PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
 RUN_FN = "trainer_module.train.run_fn"
 BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
-BACKUP_INTERVAL_S = 60.0  # Trainer backups where its execution can be restarted
 _DEPENDENCY_FLAGS = ("--setup_file", "--extra_package", "--requirements_file",
                      "--sdk_container_image", "--worker_harness_container_image")
 
@@ -179,7 +178,8 @@ def create_pipeline(config: PipelineConfig, *,
     trainer_config = dict(config.trainer_config(), train_steps=config.train_steps,
                           eval_steps=config.eval_steps)
     if config.backup_interval_s is None:
-        trainer_config["backup_interval_s"] = BACKUP_INTERVAL_S if trainer_restarts else None
+        trainer_config["backup_interval_s"] = (
+            train.DEFAULTS["backup_interval_s"] if trainer_restarts else None)
     total_steps = config.train_steps * (config.epochs + config.fine_tune_epochs) \
         if config.train_steps else 0
     if vertex_training_args is not None:
