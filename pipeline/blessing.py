@@ -99,7 +99,6 @@ def last_evaluation(workdir: str) -> Optional[dict]:
     """The newest Evaluator execution's {"state", "id", "blessed", "reasons", "classes",
     "matrix", "per_class", "accuracy" (see `accuracies`), "examples" (the evaluated Examples
     URI), "model", "baseline", "evaluation"}, or None."""
-    import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
     store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
     evaluator = history.latest_execution(store, "Evaluator")
     if evaluator is None:
@@ -107,21 +106,34 @@ def last_evaluation(workdir: str) -> Optional[dict]:
     outputs = history.artifact_uris(store, evaluator.id, metadata_store_pb2.Event.OUTPUT)
     if "blessing" not in outputs:  # failed before writing anything
         return None
-    blessed = os.path.exists(os.path.join(outputs["blessing"], "BLESSED"))
     inputs = history.artifact_uris(store, evaluator.id, metadata_store_pb2.Event.INPUT)
-    with open(os.path.join(inputs["examples"], features.LABELS_FILE), encoding="utf-8") as f:
+    return dict(evaluation_of(outputs["evaluation"], outputs["blessing"], inputs["examples"],
+                              inputs.get("model"), inputs.get("baseline_model")),
+                state=metadata_store_pb2.Execution.State.Name(evaluator.last_known_state),
+                id=evaluator.id)
+
+
+def evaluation_of(evaluation_uri: str, blessing_uri: str, examples_uri: str,
+                  model_uri: Optional[str] = None,
+                  baseline_uri: Optional[str] = None) -> dict:
+    """One Evaluator's decision from its artifacts: {"blessed", "reasons", "classes", "matrix",
+    "per_class", "accuracy", "examples", "model", "baseline", "evaluation"}.
+
+    Reads through tf.io.gfile, so the artifacts may be local folders or gs:// URIs.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+    blessed = tf.io.gfile.exists(os.path.join(blessing_uri, "BLESSED"))
+    with tf.io.gfile.GFile(os.path.join(examples_uri, features.LABELS_FILE), "r") as f:
         classes = f.read().splitlines()
-    matrix = confusion_matrix(outputs["evaluation"])
+    matrix = confusion_matrix(evaluation_uri)
     metrics = per_class(matrix, classes)
-    accuracy = accuracies(outputs["evaluation"])
-    why = [] if blessed else reasons(tfma.load_validation_result(outputs["evaluation"]),
+    accuracy = accuracies(evaluation_uri)
+    why = [] if blessed else reasons(tfma.load_validation_result(evaluation_uri),
                                      metrics, accuracy)
-    return {"state": metadata_store_pb2.Execution.State.Name(evaluator.last_known_state),
-            "id": evaluator.id, "blessed": blessed, "reasons": why, "classes": classes,
-            "matrix": matrix, "per_class": metrics, "accuracy": accuracy,
-            "examples": inputs["examples"],
-            "model": inputs.get("model"), "baseline": inputs.get("baseline_model"),
-            "evaluation": outputs["evaluation"]}
+    return {"blessed": blessed, "reasons": why, "classes": classes, "matrix": matrix,
+            "per_class": metrics, "accuracy": accuracy, "examples": examples_uri,
+            "model": model_uri, "baseline": baseline_uri, "evaluation": evaluation_uri}
 
 
 def accuracies(evaluation_uri: str) -> Dict[str, float]:

@@ -7,7 +7,7 @@ and runner settings.
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import tensorflow_model_analysis as tfma
 # Not `from tfx import v1`: tfx.v1 imports every extension, and with them
@@ -21,6 +21,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import Channel, standard_artifacts
 
+from components.artifact_pusher import ArtifactPusher
 from components.data_validation import schema as schema_lib
 from components.data_validation.component import DataGate, DatasetSchemaGen
 from components.image_example_gen import ImageExampleGen, IngestOptions
@@ -87,6 +88,16 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
+def accept_hint(config: PipelineConfig, artifact_outputs: bool = False) -> str:
+    """How a user accepts an intended data change that the gate stopped."""
+    if config.schema_path:
+        return f"edit {config.schema_path}"
+    if artifact_outputs:
+        return ("copy schema.pbtxt from this run's DatasetSchemaGen schema artifact, edit it, "
+                "and compile with schema_path set to it (gs:// or a path in the image)")
+    return f"imgpipe schema update --workdir {config.workdir}"
+
+
 def create_pipeline(config: PipelineConfig, *,
                     metadata_connection_config: Optional[object] = None,
                     beam_pipeline_args: Optional[list] = None,
@@ -97,7 +108,10 @@ def create_pipeline(config: PipelineConfig, *,
                     project_dir: str = PROJECT_DIR,
                     vertex_training_args: Optional[dict] = None,
                     validate_only: bool = False,
-                    trainer_restarts: bool = True) -> tfx_pipeline.Pipeline:
+                    trainer_restarts: bool = True,
+                    artifact_outputs: bool = False,
+                    extra_components: Optional[Callable[[Dict[str, object]], List[object]]]
+                    = None) -> tfx_pipeline.Pipeline:
     """Wires ingest -> stats -> schema -> validation -> Transform -> Trainer -> Evaluator -> Pusher.
 
     Args:
@@ -117,6 +131,15 @@ def create_pipeline(config: PipelineConfig, *,
       trainer_restarts: the orchestrator may restart the same Trainer execution (Kubeflow,
         Vertex), so its backups can be read: an unset `config.backup_interval_s` means 60 s.
         LocalDagRunner gives every run a new execution: False, and unset means no backups.
+      artifact_outputs: everything the run writes is an output artifact (Kubeflow, Vertex:
+        the KFP launcher uploads declared outputs and nothing else). The schema is generated
+        into the Schema artifact unless `config.schema_path` names one, the gate writes no
+        report folder (the cluster's DataReport task, kubeflow/reports.py, renders it into
+        an artifact before the gate), and the Pusher pushes into its `pushed_model`
+        artifact (components/artifact_pusher.py) instead of `config.serving_dir`.
+      extra_components: a runner's own steps: called with {component id: component} of
+        the wired pipeline, returns components to add (Kubeflow's report tasks). They must
+        be created inside this call: TFX registers a node with the pipeline being built.
     """
     setup_py = os.path.join(project_dir, "setup.py")
     # Images -> encoded-bytes tf.Examples, with a quarantine report and the label vocabulary.
@@ -128,7 +151,8 @@ def create_pipeline(config: PipelineConfig, *,
     # workdir/schema/ for the user to read and edit; inferred schemas mistype labels.
     schema_gen = DatasetSchemaGen(
         examples=example_gen.outputs["examples"],
-        schema_path=config.schema_path or config.dataset_schema_path,
+        schema_path=config.schema_path or ("" if artifact_outputs
+                                           else config.dataset_schema_path),
         create=config.schema_path is None)
 
     # Dataset statistics, for the schema check and for people reading the data.
@@ -144,19 +168,21 @@ def create_pipeline(config: PipelineConfig, *,
     gate = DataGate(
         examples=example_gen.outputs["examples"], statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"],
-        report_dir=config.reports_dir,
-        accept_hint=(f"imgpipe schema update --workdir {config.workdir}" if not config.schema_path
-                     else f"edit {config.schema_path}"),
+        report_dir="" if artifact_outputs else config.reports_dir,
+        accept_hint=accept_hint(config, artifact_outputs),
         label_skew_threshold=config.label_skew_threshold,
         imbalance_ratio=config.imbalance_ratio,
         max_quarantine_fraction=config.max_quarantine_fraction)
 
     def assemble(later_steps: list) -> tfx_pipeline.Pipeline:
+        steps = [c for c in [example_gen, schema_gen, statistics_gen, example_validator, gate,
+                             *later_steps] if c]
+        if extra_components is not None:
+            steps += extra_components({c.id: c for c in steps})
         return tfx_pipeline.Pipeline(
             pipeline_name=config.pipeline_name,
             pipeline_root=config.pipeline_root,
-            components=[c for c in [example_gen, schema_gen, statistics_gen,
-                                    example_validator, gate, *later_steps] if c],
+            components=steps,
             enable_cache=config.enable_cache,
             metadata_connection_config=metadata_connection_config,
             beam_pipeline_args=with_dependency_flag(
@@ -206,8 +232,10 @@ def create_pipeline(config: PipelineConfig, *,
         baseline_model=baseline.outputs["model"] if baseline else None,
         eval_config=eval_config(config), example_splits=[features.EVAL_SPLIT])
 
-    # Only a blessed model reaches workdir/serving/<version>/.
-    pusher = Pusher(
+    # Only a blessed model reaches workdir/serving/<version>/ (on a cluster: the object store).
+    pusher = ArtifactPusher(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+    ).with_id("Pusher") if artifact_outputs else Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(

@@ -203,13 +203,14 @@ def curve_svg(title: str, series: Dict[str, List[float]], stage_starts: Sequence
 
 def training_history(model_run_uri: str) -> Dict[str, list]:
     """{metric: per-epoch values} over both stages, and "stage_starts" (epoch indexes)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from trainer_module import train  # pylint: disable=g-import-not-at-top
     out: Dict[str, list] = {"stage_starts": []}
     for stage in (train.HEAD, train.FINE_TUNE):
         path = os.path.join(model_run_uri, "checkpoints", f"{stage}.done.json")
-        if not os.path.isfile(path):
+        if not tf.io.gfile.exists(path):
             continue
-        with open(path, encoding="utf-8") as f:
+        with tf.io.gfile.GFile(path, "r") as f:
             stage_history = json.load(f)
         first = max((len(v) for k, v in out.items() if k != "stage_starts"), default=0)
         if first:
@@ -286,24 +287,44 @@ def build(workdir: str, reports_dir: Optional[str] = None,
     """Renders the report of the latest evaluated run; returns index.html's path, or None
     when no Evaluator has run in `workdir` yet. `evaluation`: blessing.last_evaluation's
     result when the caller already has it."""
-    from components.data_validation import executor as data_executor  # pylint: disable=g-import-not-at-top
     evaluation = evaluation or blessing.last_evaluation(workdir)
     if evaluation is None:
         return None
     store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
     out_dir = os.path.join(reports_dir or os.path.join(workdir, "reports"),
                            f"run-{evaluation['id']}")
-    os.makedirs(out_dir, exist_ok=True)
-    classes = evaluation["classes"]
-    accuracy = evaluation["accuracy"]
-    pushed = _pushed(store)
     serving_root = os.path.join(workdir, "serving")
     versions = sorted((v for v in os.listdir(serving_root) if v.isdigit()), key=int) \
         if os.path.isdir(serving_root) else []
-    serving = os.path.join(serving_root, versions[-1]) if versions else None
+    gate = history.latest_execution(store, "DataGate")
+    return render(out_dir, evaluation, pushed=_pushed(store),
+                  serving=os.path.join(serving_root, versions[-1]) if versions else None,
+                  model_run=_producer_outputs(store, evaluation["model"] or "").get(
+                      "model_run"),
+                  gate_inputs=history.artifact_uris(store, gate.id,
+                                                    metadata_store_pb2.Event.INPUT)
+                  if gate else None,
+                  gate_properties=history.properties(gate) if gate else None)
 
+
+def render(out_dir: str, evaluation: dict, *, pushed: Optional[dict], serving: Optional[str],
+           model_run: Optional[str], gate_inputs: Optional[Dict[str, str]] = None,
+           gate_properties: Optional[dict] = None) -> str:
+    """Writes the run report into the local folder `out_dir`; returns index.html's path.
+
+    Args:
+      evaluation: blessing.evaluation_of's dict.
+      pushed: {"pushed", "destination", "version"} of the Pusher's output, or None.
+      serving: the model still serving when this one was not pushed, or None.
+      model_run: the Trainer's model_run URI (training curves), or None.
+      gate_inputs, gate_properties: the DataGate's input URIs (examples, statistics, schema,
+        anomalies) and properties; with them the data report's sections follow.
+    """
+    from components.data_validation import executor as data_executor  # pylint: disable=g-import-not-at-top
+    os.makedirs(out_dir, exist_ok=True)
+    classes = evaluation["classes"]
+    accuracy = evaluation["accuracy"]
     named = confusion_png(evaluation["matrix"], classes, os.path.join(out_dir, CONFUSION_PNG))
-    model_run = _producer_outputs(store, evaluation["model"] or "").get("model_run")
     curves = training_history(model_run) if model_run else {"stage_starts": []}
     predictions = blessing.mistakes(evaluation["evaluation"]) or {}
     tiles = misclassified_png(evaluation["examples"], predictions.get("misclassified", []),
@@ -348,13 +369,11 @@ def build(workdir: str, reports_dir: Optional[str] = None,
                    "misclassified_total": predictions.get("misclassified_total")},
                   f, indent=1, ensure_ascii=False)
 
-    gate = history.latest_execution(store, "DataGate")
-    if gate is None:
+    if gate_inputs is None:
         from components.data_validation import data_report  # pylint: disable=g-import-not-at-top
         return data_report.write_page(out_dir, "imgpipe run report", sections)
-    uris = history.artifact_uris(store, gate.id, metadata_store_pb2.Event.INPUT)
     return data_executor.evaluate(
-        examples_uri=uris["examples"], statistics_uri=uris["statistics"],
-        schema_uri=uris["schema"], anomalies_uri=uris["anomalies"], out_dir=out_dir,
-        exec_properties=history.properties(gate), lead=sections,
+        examples_uri=gate_inputs["examples"], statistics_uri=gate_inputs["statistics"],
+        schema_uri=gate_inputs["schema"], anomalies_uri=gate_inputs["anomalies"],
+        out_dir=out_dir, exec_properties=gate_properties, lead=sections,
         title="imgpipe run report")["report"]

@@ -108,6 +108,26 @@ def write_page(out_dir: str, title: str, sections: Sequence[str]) -> str:
     return path
 
 
+def single_file(out_dir: str) -> str:
+    """out_dir/index.html as one document: each `src="NAME.png"` of a PNG in out_dir becomes a
+    data: URI. The KFP UI and the Vertex console show an HTML artifact as the one object at
+    its URI, so a page that links files beside it would show broken pictures there."""
+    import base64  # pylint: disable=g-import-not-at-top
+    import re  # pylint: disable=g-import-not-at-top
+    gfile = sources.gfile()
+    with gfile.GFile(os.path.join(out_dir, REPORT_PAGE), "r") as f:
+        page = f.read()
+
+    def inline(match):
+        path = os.path.join(out_dir, match.group(1))
+        if not gfile.exists(path):
+            return match.group(0)
+        with gfile.GFile(path, "rb") as f:
+            data = base64.b64encode(f.read()).decode("ascii")
+        return f'src="data:image/png;base64,{data}"'
+    return re.sub(r'src="([A-Za-z0-9_.-]+\.png)"', inline, page)
+
+
 def render(out_dir: str, *, examples_uri: str, statistics_uri: Optional[str],
            report: dict, blocking: Sequence[str], warnings: Sequence[str],
            accept_hint: str = "", per_class: int = 4, lead: Sequence[str] = (),

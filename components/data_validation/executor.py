@@ -69,7 +69,11 @@ def write_dataset_schema(schema_path: str, template_path: Optional[str], example
 
 
 class SchemaExecutor(base_executor.BaseExecutor):
-    """Copies (creating it first when missing) the dataset schema into the Schema artifact."""
+    """Copies (creating it first when missing) the dataset schema into the Schema artifact.
+
+    An empty `schema_path` (Kubeflow, Vertex: no file outside an artifact outlives the task)
+    writes this run's generated schema into the artifact only.
+    """
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
@@ -78,15 +82,18 @@ class SchemaExecutor(base_executor.BaseExecutor):
         path = exec_properties["schema_path"]
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         output = artifact_utils.get_single_instance(output_dict["schema"])
-        created = not sources.gfile().exists(path)
+        created = not path or not sources.gfile().exists(path)
         if created and not exec_properties["create"]:
             raise RuntimeError(f"schema file {path} does not exist.")
-        schema = write_dataset_schema(path, exec_properties.get("template_path"), examples.uri) \
-            if created else load_schema(path)
+        sources.gfile().makedirs(output.uri)  # the KFP launcher creates only its parent
+        target = os.path.join(output.uri, SCHEMA_FILE)
         if created:
-            logging.info("Wrote the dataset schema %s.", path)
-        sources.gfile().makedirs(output.uri)  # the KFP launcher does not create it for gs:// roots
-        tfdv.write_schema_text(schema, os.path.join(output.uri, SCHEMA_FILE))
+            schema = write_dataset_schema(path or target, exec_properties.get("template_path"),
+                                          examples.uri)
+            logging.info("Wrote the dataset schema %s.", path or target)
+        else:
+            schema = load_schema(path)
+        tfdv.write_schema_text(schema, target)
         output.set_int_custom_property("created", int(created))
         output.set_string_custom_property("schema_path", path)
 
@@ -107,6 +114,7 @@ def evaluate(*, examples_uri: str, statistics_uri: str, schema_uri: str,
              **page) -> dict:
     """Runs the checks and renders the report into `out_dir`; returns validation.json's dict.
 
+    `out_dir` None: the checks only (`report` is then None).
     `page`: data_report.render's `lead` and `title`, for a page that starts with other sections.
     """
     report = read_json(os.path.join(examples_uri, features.REPORT_FILE))
@@ -117,7 +125,8 @@ def evaluate(*, examples_uri: str, statistics_uri: str, schema_uri: str,
     page = data_report.render(out_dir, examples_uri=examples_uri,
                               statistics_uri=statistics_uri, report=report,
                               blocking=blocking, warnings=warnings,
-                              accept_hint=exec_properties["accept_hint"], **page)
+                              accept_hint=exec_properties["accept_hint"], **page) \
+        if out_dir else None
     return {"passed": not blocking, "blocking": blocking, "warnings": warnings,
             "report": page}
 
@@ -129,7 +138,7 @@ def failure_message(verdict: dict, accept_hint: str) -> str:
              "pushed):"]
     lines += [f"  - {line}" for line in verdict["blocking"]]
     lines += [f"  warning: {line}" for line in verdict["warnings"]]
-    lines.append(f"data report: {verdict['report']}")
+    lines.append(f"data report: {verdict['report'] or 'the DataReport task of this run'}")
     lines.append(f"If the change is intended, accept it with: {accept_hint}")
     return "\n".join(lines)
 
@@ -150,8 +159,11 @@ class GateExecutor(base_executor.BaseExecutor):
         uri = {k: artifact_utils.get_single_uri(v) for k, v in input_dict.items()}
         result = artifact_utils.get_single_instance(output_dict["result"])
         # Outside the output artifact: TFX deletes a failed execution's output folders,
-        # and a blocked run's report is the one a user most needs.
-        out_dir = os.path.join(exec_properties["report_dir"], f"data-{report_id(result.uri)}")
+        # and a blocked run's report is the one a user most needs. No report_dir (Kubeflow,
+        # Vertex): the DataReport task before the gate rendered it into an artifact.
+        out_dir = os.path.join(exec_properties["report_dir"],
+                               f"data-{report_id(result.uri)}") \
+            if exec_properties["report_dir"] else None
         verdict = evaluate(examples_uri=uri["examples"], statistics_uri=uri["statistics"],
                            schema_uri=uri["schema"], anomalies_uri=uri["anomalies"],
                            out_dir=out_dir, exec_properties=exec_properties)
@@ -165,5 +177,5 @@ class GateExecutor(base_executor.BaseExecutor):
             json.dump(verdict, f, indent=1, ensure_ascii=False)
         result.set_int_custom_property("passed", 1)
         result.set_int_custom_property("warnings", len(verdict["warnings"]))
-        result.set_string_custom_property("report", verdict["report"])
+        result.set_string_custom_property("report", verdict["report"] or "")
         return None
