@@ -43,6 +43,7 @@ TRAINER_TASK = "Trainer"
 # The run-time parameters of the compiled pipeline, named as their PipelineConfig fields.
 RUNTIME_PARAMETERS = ("data_root", "epochs")
 ARTIFACT_TYPES_FLAG = "--artifact_types"
+TARGET_FLAG = "--target"  # tells the entrypoint which launcher hands it the task
 
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,127}")
 _KFP_GPU = "nvidia.com/gpu"
@@ -107,7 +108,8 @@ def parse_cron(expression: str) -> tuple:
     """Checks a standard 5-field cron (minute hour day-of-month month day-of-week).
 
     Each field takes `*`, numbers, names (JAN, MON), ranges `a-b`, steps `*/n` or `a-b/n`
-    and comma lists.
+    and comma lists. Day of week is 0-7, both 0 and 7 meaning Sunday, as in Vixie cron;
+    `cron()` refuses 7 for Kubeflow.
 
     Returns:
       (fields, timezone): the five fields, and the IANA zone of a leading `TZ=`/`CRON_TZ=`
@@ -143,8 +145,13 @@ def parse_cron(expression: str) -> tuple:
 def cron(target: str, expression: str, timezone: Optional[str] = None) -> str:
     """The user's 5-field cron (optionally `TZ=Zone ...` or `timezone`) in the target's syntax.
 
+    Day of week 7 (Sunday) is refused for Kubeflow rather than rewritten to 0: KFP's parser
+    takes 0-6 only, and rewriting ranges and steps that end at 7 (`5-7`, `1-7/2`) would
+    change what the user wrote. Vertex gets the fields unchanged, 7 included.
+
     Raises:
-      ValueError: a malformed cron, or a time zone other than UTC on Kubeflow.
+      ValueError: a malformed cron; on Kubeflow also day of week 7 or a time zone other
+        than UTC.
     """
     check_target(target)
     fields, zone = parse_cron(expression)
@@ -154,6 +161,18 @@ def cron(target: str, expression: str, timezone: Optional[str] = None) -> str:
     if zone:
         parse_cron(f"TZ={zone} {' '.join(fields)}")  # same check on a flag's zone
     if target == KUBEFLOW:
+        # KFP's API server and ScheduledWorkflow controller parse the cron with robfig/cron
+        # v1.2.0, whose day-of-week bounds are 0-6 (a 7 fails the run's creation):
+        # https://github.com/kubeflow/pipelines/blob/2.5.0/backend/src/apiserver/server/api_converter.go#L1922-L1926
+        # https://github.com/kubeflow/pipelines/blob/2.5.0/backend/src/crd/controller/scheduledworkflow/util/cron_schedule.go#L84
+        # https://github.com/robfig/cron/blob/v1.2.0/spec.go#L37
+        _, low, high, names = _CRON_FIELDS[4]
+        if any(7 in [_cron_value(b, low, high, names) for b in base.split("-")]
+               for base in (item.partition("/")[0] for item in fields[4].split(","))
+               if base != "*"):
+            raise ValueError(f"cron {expression!r}: day of week field {fields[4]!r} is not "
+                             "valid on Kubeflow (allowed 0-6 or SUN-SAT; write 0 or SUN "
+                             "for Sunday, not 7).")
         if zone and zone.upper() not in ("UTC", "ETC/UTC"):
             raise ValueError(f"time zone {zone}: Kubeflow schedules run in UTC; convert the "
                              "hours to UTC.")
@@ -226,7 +245,7 @@ def finalize(job: Dict[str, Any], target: str, *, parameter_defaults: Dict[str, 
             raise RuntimeError(f"{name} does not run {' '.join(ENTRYPOINT)}.")
         container["args"] = [*container.get("args", []), ARTIFACT_TYPES_FLAG,
                              json.dumps(artifact_types(component, class_paths),
-                                        sort_keys=True)]
+                                        sort_keys=True), TARGET_FLAG, target]
 
     if target == KUBEFLOW:
         spec["defaultPipelineRoot"] = pipeline_root
