@@ -83,25 +83,63 @@ def _kfp_call(host: str, call):
                            f"HTTP {err.status} {err.reason} {body}".rstrip()) from err
 
 
+def kubeflow_pipeline_root(doc: Dict[str, Any], pipeline_root: Optional[str] = None) -> str:
+    """The root a Kubeflow run must be sent with: `pipeline_root`, else the package's own.
+
+    The KFP backend never reads the spec's `defaultPipelineRoot`: the root driver takes the
+    run's `runtime_config.pipeline_root`, else the kfp-launcher ConfigMap's
+    `defaultPipelineRoot`, else minio://mlpipeline/v2/artifacts. A run sent without it would
+    write its artifacts outside the workdir the package was compiled for.
+
+    Raises:
+      ValueError: neither `pipeline_root` nor a `defaultPipelineRoot` in the package.
+    """
+    # Upstream (KFP 2.5.0; the same in 2.0.5 and 2.17.0's root_dag.go):
+    # https://github.com/kubeflow/pipelines/blob/2.5.0/backend/src/apiserver/template/template.go#L164
+    #   (the run's pipeline_root becomes the job's gcsOutputDirectory; nothing reads the spec),
+    # https://github.com/kubeflow/pipelines/blob/2.5.0/backend/src/v2/driver/driver.go#L152-L171
+    #   (root DAG: gcsOutputDirectory, else the launcher ConfigMap's default),
+    # https://github.com/kubeflow/pipelines/blob/2.5.0/backend/src/v2/config/env.go#L37
+    #   (that default: minio://mlpipeline/v2/artifacts).
+    root = pipeline_root or doc.get("defaultPipelineRoot")
+    if not root:
+        raise ValueError("pipeline_root=None and the package has no defaultPipelineRoot: "
+                         "recompile it with imgpipe compile --pipeline-root URI.")
+    return root
+
+
 def submit_kubeflow(package: str, host: str, *, parameters: Dict[str, Any],
                     run_name: Optional[str] = None, experiment: str = "imgpipe",
-                    namespace: Optional[str] = None) -> str:
-    """Starts one run of a compiled Kubeflow package; returns the run id."""
-    params = check_parameters(_load(package, targets.KUBEFLOW), parameters)
+                    namespace: Optional[str] = None,
+                    pipeline_root: Optional[str] = None) -> str:
+    """Starts one run of a compiled Kubeflow package; returns the run id.
+
+    The run is sent with `runtime_config.pipeline_root` = `pipeline_root`, else the
+    package's `defaultPipelineRoot` (see kubeflow_pipeline_root).
+    """
+    doc = _load(package, targets.KUBEFLOW)
+    params = check_parameters(doc, parameters)
+    root = kubeflow_pipeline_root(doc, pipeline_root)
     result = _kfp_call(host, lambda: _kfp_client(host, namespace)
                        .create_run_from_pipeline_package(
                            package, arguments=params, run_name=run_name,
                            experiment_name=experiment, namespace=namespace,
-                           enable_caching=None))
+                           pipeline_root=root, enable_caching=None))
     return result.run_id
 
 
 def schedule_kubeflow(package: str, host: str, *, cron: str, name: str,
                       parameters: Dict[str, Any], timezone: Optional[str] = None,
-                      experiment: str = "imgpipe", namespace: Optional[str] = None) -> str:
-    """Creates a recurring run (cron converted to KFP's 6 fields); returns its id."""
+                      experiment: str = "imgpipe", namespace: Optional[str] = None,
+                      pipeline_root: Optional[str] = None) -> str:
+    """Creates a recurring run (cron converted to KFP's 6 fields); returns its id.
+
+    Each run gets `runtime_config.pipeline_root` as in submit_kubeflow.
+    """
     kfp_cron = targets.cron(targets.KUBEFLOW, cron, timezone)
-    params = check_parameters(_load(package, targets.KUBEFLOW), parameters)
+    doc = _load(package, targets.KUBEFLOW)
+    params = check_parameters(doc, parameters)
+    root = kubeflow_pipeline_root(doc, pipeline_root)
 
     def call():
         client = _kfp_client(host, namespace)
@@ -109,8 +147,8 @@ def schedule_kubeflow(package: str, host: str, *, cron: str, name: str,
                                                  namespace=namespace).experiment_id
         return client.create_recurring_run(
             experiment_id=experiment_id, job_name=name, cron_expression=kfp_cron,
-            params=params, pipeline_package_path=package, enable_caching=None,
-            no_catchup=True, max_concurrency=1)
+            params=params, pipeline_package_path=package, pipeline_root=root,
+            enable_caching=None, no_catchup=True, max_concurrency=1)
     return _kfp_call(host, call).recurring_run_id
 
 
@@ -119,6 +157,8 @@ def vertex_job(package: str, *, project: str, region: str, parameters: Dict[str,
                credentials=None):
     """The `aiplatform.PipelineJob` for a compiled Vertex package (nothing is sent).
 
+    The job carries the package's `labels` (TFX's tfx_version, tfx_runner, ...), and its
+    root is `pipeline_root`, else the package's `runtimeConfig.gcsOutputDirectory`.
     `credentials` None means Application Default Credentials.
     """
     from google.cloud import aiplatform  # pylint: disable=g-import-not-at-top
@@ -126,9 +166,13 @@ def vertex_job(package: str, *, project: str, region: str, parameters: Dict[str,
         raise ValueError("Vertex needs --project and --region.")
     doc = _load(package, targets.VERTEX)
     params = check_parameters(doc, parameters)
+    # PipelineJob.__init__ reads the template's spec and runtimeConfig but takes labels only
+    # as its argument (google-cloud-aiplatform 1.165.1; clone() is what reads the template's):
+    # https://github.com/googleapis/python-aiplatform/blob/v1.165.1/google/cloud/aiplatform/pipeline_jobs.py#L286-L292
     return aiplatform.PipelineJob(
         display_name=display_name or doc.get("displayName") or "imgpipe",
         template_path=package, parameter_values=params, pipeline_root=pipeline_root,
+        labels=dict(doc.get("labels") or {}) or None,
         enable_caching=None, project=project, location=region, credentials=credentials)
 
 

@@ -2,11 +2,15 @@
 
 The same pipeline as the local runner, plus what only a cluster run needs:
 - `data_root` and `epochs` become run-time parameters (their defaults: the config's);
-- every task runs in `config.image`, where the project lives at targets.IMAGE_PROJECT_DIR;
+- every task runs in `config.image`, where the project lives at targets.IMAGE_PROJECT_DIR,
+  except a Trainer on an NVIDIA GPU: it runs in `config.gpu_image` (`trainer_image`);
 - per-component CPU/memory (`resources`) and the Trainer's accelerator as ResourceSpecs;
 - with `beam_runner: dataflow`, the Beam components run on Dataflow, with the same image
   as the SDK container (its Beam version is the launcher's);
-- with `vertex_training` (Vertex only), the Trainer runs as a Vertex AI custom job.
+- with `vertex_training` (Vertex only), the Trainer runs as a Vertex AI custom job;
+- everything a run writes is an output artifact (create_pipeline's `artifact_outputs`): the
+  launcher uploads nothing else, so the schema, the pushed model and the data and run
+  reports (the DataReport and RunReport tasks, kubeflow/reports.py) land in the object store.
 Target differences are applied afterwards by `targets.finalize`.
 """
 from __future__ import annotations
@@ -20,7 +24,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2_runner
 
-from kubeflow import targets
+from kubeflow import preflight, reports, targets
 from pipeline.config import PipelineConfig, memory_gb
 from pipeline.pipeline import create_pipeline
 
@@ -43,8 +47,45 @@ def dataflow_args(config: PipelineConfig) -> list:
             f"--sdk_container_image={config.image}", "--experiments=use_runner_v2"]
 
 
+def trainer_image(config: PipelineConfig) -> str:
+    """The image the Trainer trains in: `gpu_image` when trainer_accelerator names an NVIDIA
+    GPU (the CPU `image` has no CUDA libraries), else `image`.
+
+    Raises:
+      ValueError: a GPU is asked for and gpu_image is unset.
+    """
+    if config.trainer_config()["accelerator"] != "GPU":
+        return config.image
+    if not config.gpu_image:
+        raise ValueError(
+            f"trainer_accelerator={config.trainer_accelerator} needs gpu_image: build the GPU "
+            "variant (docker build -f kubeflow/Dockerfile --build-arg VARIANT=gpu -t IMAGE-gpu .) "
+            "and set gpu_image (--set gpu_image=IMAGE-gpu).")
+    return config.gpu_image
+
+
+def set_trainer_image(job: Dict[str, Any], config: PipelineConfig) -> None:
+    """Points the compiled Trainer task's container at trainer_image(config), in place.
+
+    Under vertex_training that task only launches the custom job, whose worker pools get the
+    image (vertex_training_args), so it keeps `config.image`.
+    """
+    if config.vertex_training:
+        return
+    spec = job["pipelineSpec"]
+    component = spec["root"]["dag"]["tasks"][targets.TRAINER_TASK]["componentRef"]["name"]
+    label = spec["components"][component]["executorLabel"]
+    spec["deploymentSpec"]["executors"][label]["container"]["image"] = trainer_image(config)
+
+
 def vertex_training_args(config: PipelineConfig) -> Dict[str, Any]:
-    """custom_config entries of TFX's Google Cloud Trainer extension (a Vertex custom job)."""
+    """custom_config entries of TFX's Google Cloud Trainer extension (a Vertex custom job).
+
+    `ai_platform_training_args` is a CustomJob minus its display name plus TFX's `project`:
+    `job_spec` (a CustomJobSpec) holds one worker pool (1 replica; the chief) and, with
+    vertex_replica_count > 1, a second pool of the other replicas, all on trainer_image(config)
+    (TFX sets each pool's container command), and `service_account` when it is set.
+    """
     if not (config.gcp_project and config.gcp_region):
         raise ValueError("vertex_training needs gcp_project and gcp_region.")
     machine = {"machine_type": config.vertex_machine_type}
@@ -53,13 +94,16 @@ def vertex_training_args(config: PipelineConfig) -> Dict[str, Any]:
                                                             config.trainer_accelerator),
                        accelerator_count=config.trainer_accelerator_count)
     pool = {"machine_spec": machine, "replica_count": 1,
-            "container_spec": {"image_uri": config.image}}
+            "container_spec": {"image_uri": trainer_image(config)}}
     pools = [pool]
     if config.vertex_replica_count > 1:
         pools.append(dict(pool, replica_count=config.vertex_replica_count - 1))
+    job_spec = {"worker_pool_specs": pools}
+    if config.service_account:
+        job_spec["service_account"] = config.service_account
     return {"ai_platform_enable_vertex": True, "ai_platform_vertex_region": config.gcp_region,
             "ai_platform_training_args": {"project": config.gcp_project,
-                                          "job_spec": {"worker_pool_specs": pools}}}
+                                          "job_spec": job_spec}}
 
 
 def resource_spec(config: PipelineConfig, component_id: str,
@@ -98,6 +142,7 @@ def build(config: PipelineConfig, target: str) -> tfx.dsl.Pipeline:
     if not config.image:
         raise ValueError("no container image: pass --image (or image: in the config); build "
                          "it from kubeflow/Dockerfile. The stock TFX image lacks this project.")
+    trainer_image(config)  # a GPU Trainer without gpu_image fails here, before compiling
     if config.vertex_training and target != targets.VERTEX:
         raise ValueError("vertex_training runs the Trainer as a Vertex AI custom job; "
                          "it needs --target vertex.")
@@ -114,7 +159,8 @@ def build(config: PipelineConfig, target: str) -> tfx.dsl.Pipeline:
         with_baseline=targets.supports_resolver(target),
         project_dir=targets.IMAGE_PROJECT_DIR,
         beam_pipeline_args=beam_args, ingest_beam_args=ingest_args,
-        vertex_training_args=vertex_training_args(config) if config.vertex_training else None)
+        vertex_training_args=vertex_training_args(config) if config.vertex_training else None,
+        artifact_outputs=True, extra_components=reports.report_tasks(config))
     for component in pipeline.components:
         spec = resource_spec(config, component.id, target)
         if spec is not None:
@@ -129,8 +175,11 @@ def compile_pipeline(config: PipelineConfig, target: str,
     Returns:
       The PipelineJob dict (for kubeflow the file holds only its `pipelineSpec`).
     Raises:
-      ValueError: settings the target cannot take (one line, naming them).
+      ValueError: settings the target cannot take, or storage its tasks cannot read or write,
+        or run-time parameters the KFP backend would refuse (one line, naming them; see
+        kubeflow/preflight.py).
     """
+    preflight.check_storage(config, target)
     pipeline = build(config, target)
     runner = v2_runner.KubeflowV2DagRunner(v2_runner.KubeflowV2DagRunnerConfig(
         display_name=config.pipeline_name, default_image=config.image,
@@ -140,6 +189,8 @@ def compile_pipeline(config: PipelineConfig, target: str,
         job, target, pipeline_root=config.pipeline_root,
         parameter_defaults={n: getattr(config, n) for n in targets.RUNTIME_PARAMETERS},
         class_paths=custom_type_paths(pipeline))
+    set_trainer_image(job, config)
+    preflight.check_job(job, target)
     if output:
         write(job, target, output)
     return job

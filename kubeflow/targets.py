@@ -11,7 +11,7 @@ unchanged on either. This module holds the per-target facts and the post-compile
 | runtime parameter defaults | written into `root.inputDefinitions` (the YAML drops TFX's runtimeConfig, and KFP refuses a run that omits a parameter without a default) | the same, plus `runtimeConfig.parameterValues` |
 | accelerator | `nvidia.com/gpu` (the K8s resource name; no TPUs) | the name as given (`NVIDIA_TESLA_T4`, `TPU_V3`, ...) |
 | cron | 6 fields, seconds first, UTC | 5 fields, optional `TZ=` prefix |
-| pipeline root | `defaultPipelineRoot` in the spec | `runtimeConfig.gcsOutputDirectory` |
+| pipeline root | `defaultPipelineRoot` in the spec, which the backend ignores: `imgpipe submit`/`schedule` send it as the run's `runtime_config.pipeline_root` | `runtimeConfig.gcsOutputDirectory` |
 
 On both:
 - every task runs `python -m kubeflow.entrypoint` in the project's image (never the stock

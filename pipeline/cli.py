@@ -403,8 +403,12 @@ def cmd_submit(args, schedule: bool = False) -> int:
         else:
             ident = client.submit_kubeflow(package, args.host, run_name=args.name, **common)
     else:
+        service_account = args.service_account
+        if service_account is None and (args.config or args.set or not args.package):
+            # The config's service_account: the one the compiled training job runs as.
+            service_account = _remote_config(args).service_account
         common = dict(project=args.project, region=args.region, parameters=params,
-                      service_account=args.service_account)
+                      service_account=service_account)
         if schedule:
             ident = client.schedule_vertex(package, cron=args.cron, name=args.name,
                                            timezone=args.timezone, **common)
@@ -433,7 +437,8 @@ def _add_remote_flags(parser: argparse.ArgumentParser, submit: bool) -> None:
     parser.add_argument("--experiment", default="imgpipe", help="Kubeflow: experiment name")
     parser.add_argument("--project", help="Vertex: Google Cloud project")
     parser.add_argument("--region", help="Vertex: region, e.g. us-central1")
-    parser.add_argument("--service-account", help="Vertex: service account the run uses")
+    parser.add_argument("--service-account", help="Vertex: service account the run uses "
+                        "(default: the config's service_account)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

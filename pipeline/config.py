@@ -31,8 +31,14 @@ BEAM_RUNNERS = ("direct", "dataflow")
 LR_SCHEDULES = ("constant", "cosine")
 # Component ids of create_pipeline, the keys `resources` may name.
 COMPONENTS = ("ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
-              "DataGate", "Transform", "Trainer", "Evaluator", "Pusher")
+              "DataGate", "Transform", "Trainer", "Evaluator", "Pusher",
+              "DataReport", "RunReport")  # the last two: Kubeflow/Vertex only
 _RESOURCE_KEYS = ("cpu", "memory")
+# A service account's email: NAME@PROJECT.iam (user-managed), or a project's default compute
+# (NUMBER-compute@developer) or App Engine (PROJECT@appspot) account.
+_SERVICE_ACCOUNT = re.compile(
+    r"[a-z0-9][a-z0-9-]{0,62}@([a-z0-9][a-z0-9.-]*\.iam|developer|appspot)"
+    r"\.gserviceaccount\.com")
 
 
 @dataclasses.dataclass
@@ -114,6 +120,9 @@ class PipelineConfig:
 
     # Kubeflow Pipelines / Vertex AI (`imgpipe compile|submit|schedule`; local runs ignore them).
     image: str = ""  # container image of every task (build it from kubeflow/Dockerfile)
+    # The GPU variant of `image` (kubeflow/Dockerfile --build-arg VARIANT=gpu), used by the
+    # Trainer when trainer_accelerator names a GPU (NVIDIA_*).
+    gpu_image: str = ""
     # Per component id (see COMPONENTS): {"Trainer": {"cpu": 8, "memory": "32G"}}; memory in
     # G (or a number of GB), cpu in cores. In YAML a mapping; with --set, a YAML/JSON string.
     resources: dict = dataclasses.field(default_factory=dict)
@@ -130,6 +139,8 @@ class PipelineConfig:
     vertex_training: bool = False
     vertex_machine_type: str = "n1-standard-8"
     vertex_replica_count: int = 1  # >1 adds a worker pool (MultiWorkerMirroredStrategy)
+    # Google service account of Vertex's pipeline and training jobs; None: the project's default
+    service_account: Optional[str] = None
 
     @property
     def pipeline_root(self) -> str:
@@ -160,6 +171,11 @@ class PipelineConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("beam_runner", self.beam_runner, BEAM_RUNNERS)
         _check_resources(self.resources)
+        if self.service_account is not None and not _SERVICE_ACCOUNT.fullmatch(
+                self.service_account):
+            raise ValueError(f"service_account={self.service_account!r}: must be a service "
+                             "account email such as name@my-project.iam.gserviceaccount.com, "
+                             "or unset.")
         if self.trainer_accelerator_count < 0 or self.vertex_replica_count < 1:
             raise ValueError("trainer_accelerator_count must be >= 0 and "
                              "vertex_replica_count >= 1.")
@@ -248,14 +264,23 @@ class PipelineConfig:
         return self
 
     def trainer_config(self) -> dict:
-        """The JSON-able subset the Trainer's run_fn receives as custom_config."""
+        """The JSON-able subset the Trainer's run_fn receives as custom_config.
+
+        Plus what trainer_accelerator asks for, which run_fn checks before training:
+        `accelerator` is "GPU" (NVIDIA_*), "TPU" (TPU_*) or None, and `accelerator_request`
+        names it ("NVIDIA_TESLA_T4 x2") or is None.
+        """
         keys = ("image_size", "batch_size", "epochs", "learning_rate", "lr_schedule",
                 "fine_tune_epochs",
                         "fine_tune_blocks", "fine_tune_learning_rate", "dropout", "label_smoothing",
                         "augment", "weights", "strategy", "precision", "xla", "cache",
                         "shuffle_buffer", "profile_batches", "tpu_address",
                         "backup_interval_s")
-        return {k: getattr(self, k) for k in keys}
+        name = self.trainer_accelerator or ""
+        kind = "GPU" if name.startswith("NVIDIA_") else "TPU" if name.startswith("TPU_") else None
+        request = f"{name} x{self.trainer_accelerator_count}" if kind else None
+        return {**{k: getattr(self, k) for k in keys}, "accelerator": kind,
+                "accelerator_request": request}
 
 
 def memory_gb(value: Any) -> float:

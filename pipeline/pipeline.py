@@ -203,6 +203,8 @@ def create_pipeline(config: PipelineConfig, *,
     # EfficientNetB3 fed by make_dataset on the raw shards; exports both signatures.
     trainer_config = dict(config.trainer_config(), train_steps=config.train_steps,
                           eval_steps=config.eval_steps)
+    if not artifact_outputs:  # local runs ignore the cluster's accelerator request
+        trainer_config.update(accelerator=None, accelerator_request=None)
     if config.backup_interval_s is None:
         trainer_config["backup_interval_s"] = (
             train.DEFAULTS["backup_interval_s"] if trainer_restarts else None)

@@ -56,6 +56,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -187,6 +188,7 @@ class TaskResult:
     output: Optional[pipeline_spec_pb2.ExecutorOutput]
     outputs: Dict[str, Record]
     logs: str
+    seconds: float = 0.0
 
 
 class Replay:
@@ -292,8 +294,10 @@ class Replay:
         assert not leftover, f"placeholders this replay does not model: {leftover}"
         env = dict(os.environ,
                    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+        start = time.monotonic()
         done = subprocess.run([*command, *args], cwd=self.workdir, env=env, check=False,
                               capture_output=True, text=True, timeout=900)
+        seconds = time.monotonic() - start
         logs = done.stdout + done.stderr
         logs_list = executor_input["outputs"]["artifacts"].get(LOGS_KEY)
         if logs_list:
@@ -304,11 +308,11 @@ class Replay:
             outputs = {}
             if logs_list and self.backend.uploads_logs_of_failed_tasks:
                 outputs = self._upload({LOGS_KEY: logs_list}, None)
-            result = TaskResult(name, False, executor_input, None, outputs, logs)
+            result = TaskResult(name, False, executor_input, None, outputs, logs, seconds)
         else:
             output = self._output_file(executor_input["outputs"]["outputFile"])
             outputs = self._upload(executor_input["outputs"]["artifacts"], output)
-            result = TaskResult(name, True, executor_input, output, outputs, logs)
+            result = TaskResult(name, True, executor_input, output, outputs, logs, seconds)
         self.results[name] = result
         return result
 

@@ -127,3 +127,40 @@ def test_trainer_config_is_json_able():
     import json
     config = load_config(None, {"data_root": "/d"})
     assert json.loads(json.dumps(config.trainer_config()))["image_size"] == 300
+
+
+def test_service_account_is_an_email_of_a_service_account_or_unset():
+    assert load_config(None, {"data_root": "/d"}).service_account is None
+    for email in ("trainer@my-proj.iam.gserviceaccount.com",
+                  "123456789-compute@developer.gserviceaccount.com"):
+        assert load_config(None, {"data_root": "/d", "service_account": email}) \
+            .service_account == email
+    for bad in ("trainer", "trainer@gmail.com", "Trainer@p.iam.gserviceaccount.com",
+                "trainer@my-proj.iam.gserviceaccount.com.evil.org", ""):
+        with pytest.raises(ValueError) as err:
+            load_config(None, {"data_root": "/d", "service_account": bad})
+        message = str(err.value)
+        assert message.startswith(f"service_account={bad!r}: must be a service account email")
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize("accelerator, count, kind, asked", [
+    (None, 0, None, None),
+    ("NVIDIA_TESLA_T4", 1, "GPU", "NVIDIA_TESLA_T4 x1"),
+    ("NVIDIA_L4", 2, "GPU", "NVIDIA_L4 x2"),
+    ("TPU_V3", 8, "TPU", "TPU_V3 x8"),
+])
+def test_trainer_config_carries_what_trainer_accelerator_asks_for(accelerator, count, kind,
+                                                                   asked):
+    import json
+    config = load_config(None, {"data_root": "/d", "trainer_accelerator": accelerator,
+                                "trainer_accelerator_count": count})
+    custom = json.loads(json.dumps(config.trainer_config()))
+    assert (custom["accelerator"], custom["accelerator_request"]) == (kind, asked)
+
+
+def test_gpu_image_defaults_to_unset_and_is_a_plain_setting(tmp_path):
+    assert load_config(None, {"data_root": "/d"}).gpu_image == ""
+    path = _write(tmp_path, {"data_root": "/d", "gpu_image": "r/imgpipe-gpu:0.1"})
+    assert load_config(path).gpu_image == "r/imgpipe-gpu:0.1"
+    assert load_config(path, {"gpu_image": "r/other:2"}).gpu_image == "r/other:2"

@@ -10,11 +10,25 @@ from kubeflow import targets
     ("0 3 * * *", "0 0 3 * * *", "0 3 * * *"),
     ("*/15 8-18 * * MON-FRI", "0 */15 8-18 * * MON-FRI", "*/15 8-18 * * MON-FRI"),
     ("0 0 1,15 JAN-JUN 0", "0 0 0 1,15 JAN-JUN 0", "0 0 1,15 JAN-JUN 0"),
-    ("TZ=UTC 5 4 * * 7", "0 5 4 * * 7", "TZ=UTC 5 4 * * 7"),
+    ("TZ=UTC 5 4 * * SUN", "0 5 4 * * SUN", "TZ=UTC 5 4 * * SUN"),
+    ("0 6 * * 1-6/2", "0 0 6 * * 1-6/2", "0 6 * * 1-6/2"),
 ])
 def test_one_cron_syntax_converted_per_target(given, kfp, vertex):
     assert targets.cron(targets.KUBEFLOW, given) == kfp
     assert targets.cron(targets.VERTEX, given) == vertex
+
+
+@pytest.mark.parametrize("given", ["5 4 * * 7", "5 4 * * 5-7", "5 4 * * MON,7",
+                                   "5 4 * * 1-7/2", "TZ=UTC 5 4 * * 7"])
+def test_day_of_week_7_is_refused_for_kubeflow_and_passed_to_vertex(given):
+    """KFP's robfig/cron v1.2.0 bounds day of week to 0-6; Vertex gets 7 as written."""
+    with pytest.raises(ValueError) as err:
+        targets.cron(targets.KUBEFLOW, given)
+    message = str(err.value)
+    assert message == (f"cron {given!r}: day of week field {given.split()[-1]!r} is not valid "
+                       "on Kubeflow (allowed 0-6 or SUN-SAT; write 0 or SUN for Sunday, "
+                       "not 7).")
+    assert targets.cron(targets.VERTEX, given) == given
 
 
 @pytest.mark.parametrize("bad,field", [

@@ -87,6 +87,39 @@ def test_dataset_schema_in_the_workdir_by_default_and_user_schema_when_given(tmp
     assert custom["DataGate"].exec_properties["accept_hint"] == f"edit {mine}"
 
 
+def test_artifact_outputs_write_nothing_outside_the_artifacts(tmp_path):
+    """Kubeflow/Vertex: the launcher uploads declared outputs only."""
+    local = {c.id: c for c in create_pipeline(_config(tmp_path)).components}
+    cluster = {c.id: c for c in create_pipeline(_config(tmp_path),
+                                                artifact_outputs=True).components}
+    assert cluster["DatasetSchemaGen"].exec_properties["schema_path"] == ""
+    assert cluster["DatasetSchemaGen"].exec_properties["create"] == 1
+    assert cluster["DataGate"].exec_properties["report_dir"] == ""
+    assert "schema_path" in cluster["DataGate"].exec_properties["accept_hint"]
+    assert type(cluster["Pusher"]).__name__ == "ArtifactPusher"
+    assert cluster["Pusher"].exec_properties["push_destination"] is None
+    assert local["DataGate"].exec_properties["report_dir"] == str(tmp_path / "work" / "reports")
+    assert type(local["Pusher"]).__name__ == "Pusher"
+    # A GPU request is the cluster's; the same config run locally trains on what it has.
+    gpu = _config(tmp_path, trainer_accelerator="NVIDIA_TESLA_T4", trainer_accelerator_count=1)
+    for kwargs, expected in (({}, None), ({"artifact_outputs": True}, "GPU")):
+        trainer = {c.id: c for c in create_pipeline(gpu, **kwargs).components}["Trainer"]
+        assert json.loads(trainer.exec_properties["custom_config"])["accelerator"] == expected
+
+
+def test_extra_components_are_wired_to_the_pipelines_channels(tmp_path):
+    from tfx.components import StatisticsGen  # pylint: disable=g-import-not-at-top
+    seen = {}
+
+    def extra(by_id):
+        seen.update(by_id)
+        return [StatisticsGen(examples=by_id["ImageExampleGen"].outputs["examples"]
+                              ).with_id("ExtraStats")]
+    ids = [c.id for c in create_pipeline(_config(tmp_path), extra_components=extra).components]
+    assert set(seen) == set(ORDER) and "ExtraStats" in ids
+    assert ids.index("ImageExampleGen") < ids.index("ExtraStats")
+
+
 def test_validate_only_stops_at_the_gate(tmp_path):
     ids = [c.id for c in create_pipeline(_config(tmp_path), validate_only=True).components]
     assert ids == ORDER[:5]

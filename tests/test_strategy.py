@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+import types
 
 import portpicker
 import pytest
@@ -123,3 +127,111 @@ def test_multi_worker_after_tensorflow_started_is_a_clear_error(monkeypatch):
         "task": {"type": "worker", "index": 0}}))
     with pytest.raises(RuntimeError, match="must be created at program start"):
         strategy_lib.choose_strategy("auto")
+
+
+# A Trainer that asked for an accelerator must not train on the CPU (check_accelerator).
+GPU_MESSAGE = ("this Trainer asked for NVIDIA_TESLA_T4 x1 but TensorFlow sees no GPU: the image "
+               "is the CPU variant (build kubeflow/Dockerfile with --build-arg VARIANT=gpu and "
+               "set gpu_image) or the node has no GPU driver.")
+
+
+def test_nothing_asked_for_is_never_refused():
+    assert strategy_lib.check_accelerator(None) is None
+    assert strategy_lib.check_accelerator(None, None, strategy="tpu") is None
+
+
+@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU error")
+def test_a_gpu_asked_for_but_not_visible_is_one_line():
+    with pytest.raises(RuntimeError) as err:
+        strategy_lib.check_accelerator("GPU", "NVIDIA_TESLA_T4 x1", strategy="gpu")
+    assert str(err.value) == GPU_MESSAGE
+
+
+def test_a_gpu_asked_for_and_visible_passes(monkeypatch):
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [gpu] if kind == "GPU" else [])
+    assert strategy_lib.check_accelerator("GPU", "NVIDIA_TESLA_T4 x1") is None
+
+
+@pytest.mark.parametrize("strategy, address, tpu_name, message", [
+    ("auto", None, None, "this Trainer asked for TPU_V3 x8 but strategy='auto' never uses a "
+                         "TPU: set strategy: tpu."),
+    ("gpu", "local", None, "this Trainer asked for TPU_V3 x8 but strategy='gpu' never uses a "
+                           "TPU: set strategy: tpu."),
+    ("tpu", None, None, "this Trainer asked for TPU_V3 x8 but no TPU is named: set tpu_address "
+                        "(or TPU_NAME) to the Cloud TPU name, 'local' on a TPU VM, or "
+                        "grpc://host:8470."),
+    ("tpu", "local", None, None),
+    ("tpu", None, "my-tpu", None),
+])
+def test_a_tpu_asked_for_needs_the_tpu_strategy_and_a_tpu_name(monkeypatch, strategy, address,
+                                                                tpu_name, message):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    if tpu_name:
+        monkeypatch.setenv("TPU_NAME", tpu_name)
+    start = time.monotonic()
+    if message is None:
+        assert strategy_lib.check_accelerator("TPU", "TPU_V3 x8", strategy=strategy,
+                                              tpu_address=address) is None
+    else:
+        with pytest.raises(RuntimeError) as err:
+            strategy_lib.check_accelerator("TPU", "TPU_V3 x8", strategy=strategy,
+                                           tpu_address=address)
+        assert str(err.value) == message
+    assert time.monotonic() - start < 1  # nothing is contacted
+
+
+def test_an_unknown_accelerator_kind_is_a_value_error():
+    with pytest.raises(ValueError, match=r"^accelerator='gpu': must be GPU, TPU or None\.$"):
+        strategy_lib.check_accelerator("gpu")
+
+
+def test_run_fn_checks_the_accelerator_before_training(monkeypatch):
+    from trainer_module import train
+    calls = []
+    monkeypatch.setattr(train, "train_and_export", lambda *a, **kw: calls.append((a, kw)))
+
+    def run(custom_config):
+        train.run_fn(types.SimpleNamespace(
+            custom_config=custom_config, train_files=["t"], eval_files=["e"],
+            model_run_dir="m", serving_model_dir="s", transform_output="tg"))
+
+    expected = (["t"], ["e"]), {"model_run_dir": "m", "serving_model_dir": "s",
+                                "transform_output_dir": "tg", "epochs": 2}
+    # Local runs: nothing asked for; the accelerator keys never reach train_and_export.
+    run({"epochs": 2, "accelerator": None, "accelerator_request": None})
+    run({"epochs": 2})  # a custom_config compiled before the keys existed
+    # Inside a Vertex custom job TFX hands over its own job settings too.
+    run({"epochs": 2, "ai_platform_enable_vertex": True, "ai_platform_vertex_region": "r",
+         "ai_platform_training_args": {"project": "p", "job_spec": {}}})
+    assert calls == [expected, expected, expected]
+    if not HAS_GPU:
+        with pytest.raises(RuntimeError) as err:
+            run({"epochs": 2, "accelerator": "GPU", "accelerator_request": "NVIDIA_TESLA_T4 x1"})
+        assert str(err.value) == GPU_MESSAGE
+        assert len(calls) == 3  # refused before training started
+
+
+def test_a_gpu_trainer_process_without_a_gpu_stops_at_once_with_one_line(tmp_path):
+    """A GPU Trainer on the CPU image, end to end: the config's custom_config, through JSON
+    as TFX hands it over, into run_fn in a fresh process that sees no GPU."""
+    from pipeline.config import PipelineConfig
+    custom_config = PipelineConfig(data_root="/d", trainer_accelerator="NVIDIA_TESLA_T4",
+                                   trainer_accelerator_count=1).trainer_config()
+    script = (
+        "import json, sys, types\n"
+        "from trainer_module import train\n"
+        "train.run_fn(types.SimpleNamespace(\n"
+        "    custom_config=json.loads(sys.argv[2]),\n"
+        "    train_files=[sys.argv[1] + '/Split-train/*'], eval_files=[sys.argv[1] + '/e'],\n"
+        "    model_run_dir=sys.argv[1] + '/run', serving_model_dir=sys.argv[1] + '/serving',\n"
+        "    transform_output=None))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path),
+                           json.dumps(custom_config)], cwd=root,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == f"RuntimeError: {GPU_MESSAGE}"
+    assert list(tmp_path.iterdir()) == []  # it stopped before writing anything

@@ -104,9 +104,53 @@ def choose_strategy(name: str = "auto", tpu_address: Optional[str] = None):
     return _tpu_strategy(tpu_address)
 
 
+def tpu_name(tpu_address: Optional[str] = None) -> Optional[str]:
+    """The TPU `tpu` connects to: `tpu_address`, else $TPU_NAME, else None (none named)."""
+    return tpu_address or os.environ.get("TPU_NAME") or None
+
+
+def check_accelerator(expected: Optional[str], request: Optional[str] = None, *,
+                      strategy: str = "auto", tpu_address: Optional[str] = None) -> None:
+    """Fails fast when the Trainer asked for an accelerator it would not train on.
+
+    Cheap (no TPU contacted; only `list_physical_devices`, which choose_strategy also calls
+    before creating multi_worker), so run_fn calls it before anything slow.
+
+    Args:
+      expected: "GPU", "TPU" or None (nothing asked for: no check), as
+        PipelineConfig.trainer_config() sets custom_config["accelerator"].
+      request: what was asked for, for the message ("NVIDIA_TESLA_T4 x1").
+      strategy, tpu_address: the Trainer's settings of those names.
+
+    Raises:
+      ValueError: `expected` is not GPU, TPU or None.
+      RuntimeError: one line naming the request, what is missing and what to do: no GPU
+        visible to TensorFlow; or a TPU with a strategy other than tpu, or with no TPU named.
+    """
+    if expected is None:
+        return
+    asked = f"this Trainer asked for {request or expected}"
+    if expected == "GPU":
+        if not tf.config.list_physical_devices("GPU"):
+            raise RuntimeError(
+                f"{asked} but TensorFlow sees no GPU: the image is the CPU variant (build "
+                "kubeflow/Dockerfile with --build-arg VARIANT=gpu and set gpu_image) or the "
+                "node has no GPU driver.")
+    elif expected == "TPU":
+        if strategy != "tpu":
+            raise RuntimeError(f"{asked} but strategy={strategy!r} never uses a TPU: set "
+                               "strategy: tpu.")
+        if not tpu_name(tpu_address):
+            raise RuntimeError(f"{asked} but no TPU is named: set tpu_address (or TPU_NAME) "
+                               "to the Cloud TPU name, 'local' on a TPU VM, or "
+                               "grpc://host:8470.")
+    else:
+        raise ValueError(f"accelerator={expected!r}: must be GPU, TPU or None.")
+
+
 def _tpu_strategy(tpu_address: Optional[str]):
     """Connects to a TPU, failing fast (no minutes-long retries) when there is none."""
-    address = tpu_address or os.environ.get("TPU_NAME")
+    address = tpu_name(tpu_address)
     if not address:
         raise RuntimeError(
             "strategy='tpu' but no TPU is named: set tpu_address (or TPU_NAME) to the Cloud "

@@ -377,8 +377,20 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point. Settings arrive in `fn_args.custom_config` (see DEFAULTS)."""
-    config = dict(fn_args.custom_config or {})
+    """TFX Trainer entry point. Settings arrive in `fn_args.custom_config` (see DEFAULTS).
+
+    custom_config may also carry `accelerator` and `accelerator_request`
+    (PipelineConfig.trainer_config): checked first of all, so a Trainer that asked for a GPU
+    or TPU it cannot use fails at once (RuntimeError, one line) instead of training on the CPU.
+    """
+    # Under vertex_training TFX's Google Cloud extension hands run_fn, inside the custom job,
+    # the whole custom_config, its own job settings (ai_platform_*) included.
+    config = {k: v for k, v in (fn_args.custom_config or {}).items()
+              if not k.startswith("ai_platform_")}
+    strategy_lib.check_accelerator(
+        config.pop("accelerator", None), config.pop("accelerator_request", None),
+        strategy=config.get("strategy", DEFAULTS["strategy"]),
+        tpu_address=config.get("tpu_address"))
     train_and_export(
         fn_args.train_files, fn_args.eval_files, model_run_dir=fn_args.model_run_dir,
         serving_model_dir=fn_args.serving_model_dir,
