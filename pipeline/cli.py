@@ -361,7 +361,18 @@ def _remote_config(args):
     return load_config(args.config, overrides)
 
 
+def _quiet_google_libraries() -> None:
+    """The cluster commands print one line. The Google Cloud client libraries warn at import
+    about Python 3.10 and grpcio versions, and TensorFlow's C++ start-up logs CUDA and CPU
+    lines: a dozen lines about the stack, not the user's command (TF_CPP_MIN_LOG_LEVEL set
+    by the user wins)."""
+    import warnings  # pylint: disable=g-import-not-at-top
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google(\.|$)")
+
+
 def cmd_compile(args) -> int:
+    _quiet_google_libraries()
     from kubeflow import compiler  # pylint: disable=g-import-not-at-top
     config = _remote_config(args)
     if not args.pipeline_root and "://" not in config.workdir:
@@ -390,6 +401,7 @@ def _run_parameters(args) -> dict:
 
 
 def cmd_submit(args, schedule: bool = False) -> int:
+    _quiet_google_libraries()
     from kubeflow import client  # pylint: disable=g-import-not-at-top
     package = _package(args)
     params = _run_parameters(args)

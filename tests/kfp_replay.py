@@ -72,20 +72,24 @@ LEGACY_OUTPUT_FILE = "/tmp/kfp_outputs/output_metadata.json"
 @dataclass(frozen=True)
 class Backend:
     """The launcher behaviours that differ between KFP releases."""
-    version: str
+    version: str  # "2.5", "2.16", ...
     publish_logs: bool  # the driver's --publish_logs (true by default since 2.5.0)
+
+    def _at_least(self, version: str) -> bool:
+        number = lambda v: tuple(int(p) for p in v.split("."))
+        return number(self.version) >= number(version)
 
     @property
     def names_outputs(self) -> bool:  # RuntimeArtifact.name = key since 2.15.0
-        return self.version >= "2.15"
+        return self._at_least("2.15")
 
     @property
     def output_file_in_task_root(self) -> bool:
-        return self.version >= "2.15"
+        return self._at_least("2.15")
 
     @property
     def uploads_logs_of_failed_tasks(self) -> bool:
-        return self.version >= "2.16"
+        return self._at_least("2.16")
 
 
 def local_path(uri: str) -> str:

@@ -115,3 +115,22 @@ def test_compile_writes_the_package_and_refuses_missing_settings(tmp_path, capsy
         f"imgpipe: compiled for kubeflow: {out} (image reg/imgpipe:1; run-time parameters "
         "data_root=gs://bucket/data, epochs=3)")
     assert "defaultPipelineRoot: gs://bucket/run/pipeline_root" in out.read_text()
+
+
+def test_a_cluster_command_prints_one_line_as_a_user_starts_it(tmp_path):
+    """In a fresh process with no TF_CPP_MIN_LOG_LEVEL set, as from a terminal: no C++
+    start-up lines from TensorFlow and no FutureWarnings from the Google Cloud libraries."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    out = tmp_path / "p.json"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "imgpipe"), "compile", "--target",
+         "vertex", "--output", str(out), "--image", "reg/imgpipe:1", "--data-root",
+         "gs://bucket/data", "--pipeline-root", "gs://bucket/run"],
+        env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == [
+        f"imgpipe: compiled for vertex: {out} (image reg/imgpipe:1; run-time parameters "
+        "data_root=gs://bucket/data, epochs=5)"]

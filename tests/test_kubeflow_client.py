@@ -22,6 +22,21 @@ from pipeline import cli
 from pipeline.config import load_config
 
 
+class _JsonReplies(BaseHTTPRequestHandler):
+    """A loopback handler that answers in JSON and keeps pytest's output clean."""
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, body, status=200):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 class FakeKfp:
     """Records requests; answers like KFP's API server for the endpoints kfp.Client uses."""
 
@@ -29,17 +44,7 @@ class FakeKfp:
         self.requests = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-            def _reply(self, body, status=200):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(_JsonReplies):
 
             def do_GET(self):
                 outer.requests.append(("GET", self.path, None))
@@ -231,17 +236,7 @@ class FakeVertex:
         self.requests = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, body, status=200):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(_JsonReplies):
 
             def do_GET(self):
                 path = self.path.split("?")[0]

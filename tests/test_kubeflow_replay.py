@@ -192,7 +192,8 @@ def test_inputs_arrive_in_the_backends_shape(run_a, run_b):
         (examples,) = trainer["inputs"]["artifacts"]["examples"]["artifacts"]
         assert examples["name"].isdigit() and examples["type"] == {"instanceSchema": ""}
         assert examples["metadata"]["display_name"] == "examples"
-        assert isinstance(examples["metadata"]["span"], float)
+        assert examples["metadata"]["ingested"] == float(IMAGES)  # an int property, a double
+        assert examples["metadata"]["store_session_info"] == "{}"
         out = trainer["outputs"]["outputFile"]
         assert out == (output_file or os.path.join(
             local_path(trainer["outputs"]["artifacts"]["model"]["artifacts"][0]["uri"]
