@@ -107,7 +107,8 @@ class RunReportExecutor(base_executor.BaseExecutor):
                 pushed={"pushed": bool(pushed.get_int_custom_property("pushed")),
                         "destination": pushed.get_string_custom_property("pushed_destination"),
                         "version": pushed.get_string_custom_property("pushed_version")},
-                serving=None, model_run=uri["model_run"],
+                serving="the model an earlier run pushed, if any (its Pusher's pushed_model)",
+                model_run=uri["model_run"],
                 gate_inputs={k: uri[k] for k in _DATA_INPUTS}, gate_properties=exec_properties)
             write_html(report, data_report.single_file(folder), "run report")
         report.set_int_custom_property("blessed", int(evaluation["blessed"]))
