@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
-from kubeflow import targets
+from kubeflow import preflight, targets
 
 
 def _load(package: str, target: str) -> Dict[str, Any]:
@@ -39,7 +39,11 @@ def _load(package: str, target: str) -> Dict[str, Any]:
 
 
 def check_parameters(doc: Dict[str, Any], parameters: Dict[str, Any]) -> Dict[str, Any]:
-    """Checks run parameters against the package's declared ones; converts their types."""
+    """Checks run parameters against the package's declared ones; converts their types.
+
+    A run's `data_root` follows the compile-time storage rule (preflight.check_task_path):
+    an s3:// or minio:// folder would fail the ingest task in the cluster instead of here.
+    """
     spec = doc.get("pipelineSpec", doc)
     declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
     unknown = sorted(set(parameters) - set(declared))
@@ -56,6 +60,8 @@ def check_parameters(doc: Dict[str, Any], parameters: Dict[str, Any]) -> Dict[st
             raise ValueError(f"parameter {name}={value!r}: must be "
                              f"{'an integer' if kind == 'NUMBER_INTEGER' else 'a number'}.") \
                 from err
+    if "data_root" in out:
+        preflight.check_task_path("data_root", out["data_root"], "the images")
     return out
 
 

@@ -192,6 +192,13 @@ def test_wrong_package_or_parameter_is_a_clear_error(packages):
     with pytest.raises(ValueError, match="epochs='x': must be an integer"):
         client.submit_kubeflow(packages[targets.KUBEFLOW], "http://127.0.0.1:9",
                                parameters={"epochs": "x"})
+    # A run's own data root the task image cannot read is refused before anything is sent.
+    for package, submit in ((packages[targets.KUBEFLOW], lambda p, **kw: client.submit_kubeflow(
+            p, "http://127.0.0.1:9", **kw)), (packages[targets.VERTEX], lambda p, **kw:
+            client.vertex_job(p, project="p", region="r", credentials=AnonymousCredentials(),
+                              **kw))):
+        with pytest.raises(ValueError, match="data_root='s3://b/images': .*no s3:// filesystem"):
+            submit(package, parameters={"data_root": "s3://b/images"})
 
 
 def test_vertex_pipeline_job_is_built_without_sending(packages):
