@@ -1,4 +1,12 @@
-"""ArtifactPusher: TFX's Pusher for Kubeflow and Vertex, pushing into its own output artifact.
+"""Pushers: TFX's Pusher, never pushing the model that already serves, and its cluster form.
+
+ServingPusher (local runs): TFX's Pusher to `serving/<version>/`, except that a blessed model
+identical to the newest pushed version (same files, byte for byte: `fingerprint`) is not
+pushed again. A re-run whose only change is the Evaluator's baseline blesses the very same
+model; it stays the one serving, and the output says which (`pushed` = 0, `still_serving` =
+that version's folder).
+
+ArtifactPusher (Kubeflow, Vertex): pushes into its own output artifact.
 
 On a cluster nothing a task writes outside its declared output artifacts survives the pod:
 the KFP launcher uploads those and nothing else, and a `minio://` or `s3://` serving folder
@@ -29,6 +37,54 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
 SAVED_MODEL = "saved_model.pb"
+STILL_SERVING_KEY = "still_serving"
+
+
+def fingerprint(folder: str) -> str:
+    """sha256 over every file's relative path and bytes under `folder` (sorted)."""
+    import hashlib  # pylint: disable=g-import-not-at-top
+    digest = hashlib.sha256()
+    files = sorted(os.path.relpath(os.path.join(d, f), folder)
+                   for d, _, names in fileio.walk(folder) for f in names)
+    for rel in files:
+        digest.update(rel.encode("utf-8") + b"\0")
+        with fileio.open(os.path.join(folder, rel), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):  # pylint: disable=cell-var-from-loop
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def newest_version(base_directory: str):
+    """The newest numeric version folder under `base_directory`, or None."""
+    if not fileio.isdir(base_directory):
+        return None
+    versions = [v.rstrip("/") for v in fileio.listdir(base_directory)
+                if v.rstrip("/").isdigit()]
+    return os.path.join(base_directory, max(versions, key=int)) if versions else None
+
+
+class ServingPushExecutor(pusher_executor.Executor):
+    """TFX's filesystem push, unless the blessed model is already the newest version."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        if self.CheckBlessing(input_dict):
+            from tfx.proto import pusher_pb2  # pylint: disable=g-import-not-at-top
+            from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
+            destination = pusher_pb2.PushDestination()
+            proto_utils.json_to_proto(
+                exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+            serving = newest_version(destination.filesystem.base_directory)
+            if serving and fingerprint(serving) == fingerprint(self.GetModelPath(input_dict)):
+                self._MarkNotPushed(model_push)
+                model_push.set_string_custom_property(STILL_SERVING_KEY, serving)
+                logging.info("The blessed model is already serving at %s; not pushed again.",
+                             serving)
+                return
+        super().Do(input_dict, output_dict, exec_properties)
 
 
 class ArtifactPushExecutor(pusher_executor.Executor):
@@ -50,6 +106,11 @@ class ArtifactPushExecutor(pusher_executor.Executor):
         self._MarkPushed(model_push, pushed_destination=model_push.uri,
                          pushed_version=str(int(time.time())))
         logging.info("Model pushed to %s.", model_push.uri)
+
+
+class ServingPusher(Pusher):
+    """Pusher(model, model_blessing, push_destination) that skips the model already serving."""
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(ServingPushExecutor)
 
 
 class ArtifactPusher(Pusher):

@@ -146,12 +146,27 @@ def _run(config, validate_only: bool = False) -> int:
              error=True)
         rc = 1
     else:
-        _say(f"imgpipe: no new model pushed: nothing changed since the last run (cached); "
-             f"serving: {pushed}")
+        _say(f"imgpipe: no new model pushed: {_nothing_new(config.workdir)}; serving: {pushed}")
         rc = 0
     for line in reports:
         _say(line)
     return rc
+
+
+def _nothing_new(workdir: str) -> str:
+    """Why a blessed run pushed nothing: its Pusher found the model already serving
+    (components/artifact_pusher.py), or the Pusher came from the cache."""
+    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+    from components.artifact_pusher import STILL_SERVING_KEY  # pylint: disable=g-import-not-at-top
+    from pipeline import history  # pylint: disable=g-import-not-at-top
+    store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
+    pusher = history.latest_execution(store, "Pusher")
+    if pusher is not None and history.state_word(pusher) == "ran":
+        uri = history.artifact_uris(store, pusher.id, metadata_store_pb2.Event.OUTPUT).get(
+            "pushed_model")
+        if uri and history.artifact_properties(store, uri).get(STILL_SERVING_KEY):
+            return "the blessed model is the one already serving, so it was not pushed again"
+    return "nothing changed since the last run (cached)"
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -303,9 +318,11 @@ def _when(ms: int) -> str:
 def cmd_runs(args) -> int:
     """Past runs from the workdir's MLMD store, newest first; or one run in detail."""
     from pipeline import blessing, console, history  # pylint: disable=g-import-not-at-top
+    from pipeline import workdir_lock  # pylint: disable=g-import-not-at-top
     workdir = _abs(args.workdir)
     store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
     runs = history.runs(store)
+    active = workdir_lock.running(workdir) is not None
     if args.run_id:
         run = next((r for r in runs if r["id"] == args.run_id), None)
         if run is None:
@@ -315,7 +332,7 @@ def cmd_runs(args) -> int:
              f"{_duration((run['end'] - run['start']) / 1000)}")
         for node, execution in run["nodes"]:
             if not node.endswith("resolver"):
-                _say(console.describe(store, workdir, node, execution))
+                _say(console.describe(store, workdir, node, execution, active))
         return 0
     if not runs:
         _say(f"no runs recorded in {workdir} yet.")
@@ -328,7 +345,7 @@ def cmd_runs(args) -> int:
         for node, execution in run["nodes"]:
             if node.endswith("resolver"):
                 continue
-            word = history.state_word(execution)
+            word = history.state_word(execution, active)
             counts[word] = counts.get(word, 0) + 1
             if word not in ("ran", "cached"):
                 failed.append(f"{node} {word}")

@@ -22,6 +22,8 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from trainer_module import features
+
 LAYOUTS = ("auto", "class_folders", "pre_split", "csv")
 UNSUPPORTED_POLICIES = ("reencode", "quarantine")
 COMPRESSIONS = ("none", "gzip")
@@ -54,7 +56,8 @@ class PipelineConfig:
     eval_fraction: float = 0.2  # of images whose split is not given by the layout
     test_fraction: float = 0.0
     verify_images: bool = True  # full decode at ingest so corrupt files never reach training
-    max_pixels: int = 89_478_485  # decompression-bomb limit, checked from the header
+    max_pixels: int = features.MAX_PIXELS  # decompression-bomb limit, from the header;
+    # ingest quarantines larger images and the exported model refuses them at serving
     max_side: Optional[int] = None  # ingest-time downscale of larger images (re-encoded JPEG)
     jpeg_quality: int = 90
     unsupported_formats: str = "reencode"  # webp/tiff...: one of UNSUPPORTED_POLICIES
@@ -275,7 +278,7 @@ class PipelineConfig:
                         "fine_tune_blocks", "fine_tune_learning_rate", "dropout", "label_smoothing",
                         "augment", "weights", "strategy", "precision", "xla", "cache",
                         "shuffle_buffer", "profile_batches", "tpu_address",
-                        "backup_interval_s")
+                        "backup_interval_s", "max_pixels")
         name = self.trainer_accelerator or ""
         kind = "GPU" if name.startswith("NVIDIA_") else "TPU" if name.startswith("TPU_") else None
         request = f"{name} x{self.trainer_accelerator_count}" if kind else None

@@ -147,8 +147,11 @@ def facts(workdir: str, node: str, outputs: dict) -> str:
     return ""
 
 
-def describe(store, workdir: str, node: str, execution) -> str:
-    """'  Trainer            ran      98.2 s  val accuracy 0.91 after 20 epochs'."""
+def describe(store, workdir: str, node: str, execution, active: bool = True) -> str:
+    """'  Trainer            ran      98.2 s  val accuracy 0.91 after 20 epochs'.
+
+    `active`: a run is working in the workdir now (else an unfinished execution is one
+    whose run was killed: "not finished")."""
     from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
     from pipeline import history  # pylint: disable=g-import-not-at-top
     outputs = history.artifact_uris(store, execution.id, metadata_store_pb2.Event.OUTPUT)
@@ -158,8 +161,9 @@ def describe(store, workdir: str, node: str, execution) -> str:
         if node == "Pusher" and "pushed_model" in outputs:
             pushed = history.artifact_properties(store, outputs["pushed_model"])
             fact = (f"pushed version {pushed.get('pushed_version')}" if pushed.get("pushed")
+                    else "already serving, not pushed again" if pushed.get("still_serving")
                     else "nothing pushed")
-    return (f"  {node:<17} {history.state_word(execution):<7} "
+    return (f"  {node:<17} {history.state_word(execution, active):<7} "
             f"{history.seconds(execution):6.1f} s  {fact}").rstrip()
 
 

@@ -71,9 +71,10 @@ _TERMINAL = {metadata_store_pb2.Execution.COMPLETE: "ran",
              metadata_store_pb2.Execution.CANCELED: "canceled"}
 
 
-def state_word(execution: metadata_store_pb2.Execution) -> str:
-    """ran | cached | FAILED | canceled | running."""
-    return _TERMINAL.get(execution.last_known_state, "running")
+def state_word(execution: metadata_store_pb2.Execution, active: bool = True) -> str:
+    """ran | cached | FAILED | canceled | running; "not finished" instead of running when
+    no run is `active` in the workdir (a run that was killed)."""
+    return _TERMINAL.get(execution.last_known_state, "running" if active else "not finished")
 
 
 def seconds(execution: metadata_store_pb2.Execution) -> float:

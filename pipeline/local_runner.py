@@ -22,6 +22,7 @@ _HERE = os.path.dirname(os.path.realpath(__file__))
 _shadow = sys.path.pop(0) if sys.path and os.path.realpath(sys.path[0] or ".") == _HERE else None
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline import workdir_lock  # noqa: E402
 if _shadow is not None:
     sys.path.insert(0, _shadow)
 
@@ -53,8 +54,13 @@ def build(config: PipelineConfig, validate_only: bool = False) -> tfx_pipeline.P
 
 
 def run(config: PipelineConfig, validate_only: bool = False) -> None:
-    os.makedirs(config.workdir, exist_ok=True)
-    LocalDagRunner().run(build(config, validate_only))
+    """One LocalDagRunner run, holding the workdir's lock (workdir_lock.py).
+
+    Raises:
+      RuntimeError: another run is using the workdir (one line naming it).
+    """
+    with workdir_lock.hold(config.workdir):
+        LocalDagRunner().run(build(config, validate_only))
 
 
 if __name__ == "__main__":

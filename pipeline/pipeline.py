@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Union
 import tensorflow_model_analysis as tfma
 # Not `from tfx import v1`: tfx.v1 imports every extension, and with them
 # google-cloud-aiplatform (~9 s of every local run's start on 2 cores).
-from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Transform
+from tfx.components import Evaluator, ExampleValidator, StatisticsGen, Transform
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
@@ -21,7 +21,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import Channel, standard_artifacts
 
-from components.artifact_pusher import ArtifactPusher
+from components.artifact_pusher import ArtifactPusher, ServingPusher
 from components.data_validation import schema as schema_lib
 from components.data_validation.component import DataGate, DatasetSchemaGen
 from components.image_example_gen import ImageExampleGen, IngestOptions
@@ -235,12 +235,13 @@ def create_pipeline(config: PipelineConfig, *,
         eval_config=eval_config(config), example_splits=[features.EVAL_SPLIT])
 
     # Only a blessed model reaches workdir/serving/<version>/ (on a cluster: the object store).
+    # A model already serving is not pushed again (a re-run that only gained a baseline).
     pusher = ArtifactPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-    ).with_id("Pusher") if artifact_outputs else Pusher(
+    ).with_id("Pusher") if artifact_outputs else ServingPusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
-                base_directory=config.serving_dir)))
+                base_directory=config.serving_dir))).with_id("Pusher")
 
     return assemble([transform, trainer, baseline, evaluator, pusher])

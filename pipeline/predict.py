@@ -5,13 +5,15 @@ batches of `batch_size`, so memory holds one batch of encoded files however many
 Every result comes from the model's own `serving_default` (decode, resize and the class
 vocabulary inside the model), so it equals what a server answers.
 
-A file that cannot be read, is not a JPEG/PNG/GIF/BMP, or fails to decode gets its own error
+A file that cannot be read, is not a JPEG/PNG/GIF/BMP, declares more pixels than the model
+takes (the ingest's max_pixels, exported with it), or fails to decode gets its own error
 result; the rest of its batch is classified all the same (a batch the model rejects is
 retried file by file to find the bad one).
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 from trainer_module import export, image_ops
@@ -61,6 +63,15 @@ def _read(path: str):
         return None, f"cannot read: {err.strerror or err}"
 
 
+def refusal(message: str) -> str:
+    """The one-line reason for serving_default's InvalidArgumentError on a single image."""
+    match = re.search(r"declares more than (\d+) pixels", message)
+    if match:
+        return (f"larger than the model's limit of {int(match.group(1)):,} pixels "
+                "(refused before decoding)")
+    return "cannot be decoded (truncated or corrupt)"
+
+
 class Predictor:
     """A loaded model's serving_default plus its vocabulary (for top-k names)."""
 
@@ -84,13 +95,14 @@ class Predictor:
         labels = [label.decode("utf-8") for label in out[export.LABEL_OUTPUT_KEY].numpy()]
         return list(zip(labels, out[export.PROBABILITIES_KEY].numpy()))
 
-    def classify(self, images: List[bytes]) -> List[Optional[tuple]]:
-        """(label, probabilities) per image; None for an image the model cannot decode."""
+    def classify(self, images: List[bytes]) -> List[object]:
+        """(label, probabilities) per image, or the error message (str) of an image the
+        model refuses (too many pixels) or cannot decode."""
         try:
             return self._call(images)
-        except self._tf.errors.InvalidArgumentError:
+        except self._tf.errors.InvalidArgumentError as err:
             if len(images) == 1:
-                return [None]
+                return [refusal(err.message)]
             return [r for image in images for r in self.classify([image])]
 
     def name(self, index: int, top_label: str, top_index: int) -> str:
@@ -120,8 +132,8 @@ def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 64,
         results = dict(zip([p for p, _ in good],
                            predictor.classify([d for _, d in good]) if good else []))
         for path, _, error in read:
-            if error is None and results[path] is None:
-                error = "cannot be decoded (truncated or corrupt)"
+            if error is None and isinstance(results[path], str):
+                error = results[path]
             if error is not None:
                 yield {"path": path, "error": error}
                 continue

@@ -132,7 +132,7 @@ def test_a_fourth_class_stops_before_transform_named_in_the_cli_and_mlmd(story, 
     states = story["fourth_states"]
     state, gate = states["DataGate"]
     assert state == "FAILED"
-    assert not {"Transform", "ImageTrainer", "Evaluator", "Pusher"} & set(states)
+    assert not {"Transform", "ImageTrainer", "Evaluator", "ServingPusher"} & set(states)
     recorded = gate.custom_properties["__execution_result__"].string_value
     assert "label_name" in recorded and "hexagon" in recorded  # why, kept in MLMD
     assert not (story["workdir"] / "serving").exists()

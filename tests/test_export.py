@@ -17,8 +17,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tiny_shards import CLASSES, encode, image_array, make_example, write_backbone_weights, \
-    write_tiny_examples, write_transform_graph
+from tiny_shards import CLASSES, encode, image_array, make_example, png_declaring, \
+    write_backbone_weights, write_tiny_examples, write_transform_graph
 from trainer_module import export, features, model, preprocessing, train
 
 S = 32
@@ -155,3 +155,17 @@ def test_export_refuses_a_transform_graph_that_does_not_fit(exported, tmp_path):
         export.export_model(inference_model, CLASSES[:2], S, str(tmp_path / "b"), scaled,
                             sample_examples=sample)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_serving_refuses_an_image_above_the_pixel_limit_before_decoding(exported):
+    """The ingest's max_pixels (default) travels with the model: a 20000 x 20000 PNG would
+    take ~1.2 GB to decode. Its header alone is sent here, so a decode would fail otherwise."""
+    serve = exported.loaded.signatures[export.SERVING_SIGNATURE]
+    good = _images()
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        serve(image_bytes=tf.constant([good[0], png_declaring(20000, 20000), good[1]]))
+    assert f"declares more than {features.MAX_PIXELS} pixels" in err.value.message
+    assert "their indices:" in err.value.message and "[1]" in err.value.message
+    side = int(features.MAX_PIXELS ** 0.5)  # at the limit: decoded as usual
+    assert serve(image_bytes=tf.constant([good[0], png_declaring(side, side, rows=side)]))[
+        "probabilities"].shape == (2, 2)

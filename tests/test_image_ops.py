@@ -175,3 +175,28 @@ def test_is_decodable_format_checks_magic_bytes_elementwise():
            _encode(image, "WEBP")]
     got = image_ops.is_decodable_format(tf.constant(good + bad)).numpy().tolist()
     assert got == [True] * len(good) + [False] * len(bad)
+
+
+def _bmp_top_down(h: int, w: int) -> bytes:
+    """A BMP whose info header stores a negative height (rows top-down)."""
+    import struct  # pylint: disable=g-import-not-at-top
+    data = bytearray(_encode(_solid(h, w), "BMP"))
+    data[22:26] = struct.pack("<i", -h)
+    return bytes(data)
+
+
+def test_declared_pixels_reads_each_header_without_decoding():
+    from tiny_shards import png_declaring  # pylint: disable=g-import-not-at-top
+    cases = [(_encode(_solid(48, 64), "JPEG"), 48 * 64),
+             (_encode(np.full((40, 30), 7, np.uint8), "JPEG"), 40 * 30),
+             (_encode(_solid(20, 50), "PNG"), 20 * 50),
+             (_animated_gif(), 20 * 30),
+             (_encode(_solid(17, 23), "BMP"), 17 * 23),
+             (_bmp_top_down(9, 11), 9 * 11),
+             (png_declaring(20000, 20000), 20000 * 20000),  # the header is all it reads
+             (png_declaring(70000, 70000), 70000 * 70000),  # beyond int32
+             (b"just text", -1), (b"", -1), (_encode(_solid(5, 5), "WEBP"), -1)]
+    for data, expected in cases:
+        assert int(image_ops.declared_pixels(tf.constant(data))) == expected
+        mapped = tf.data.Dataset.from_tensors(tf.constant(data)).map(image_ops.declared_pixels)
+        assert int(next(iter(mapped))) == expected

@@ -22,7 +22,7 @@ from pipeline.local_runner import config_from_env
 VENV_BIN = os.path.dirname(sys.executable)
 # Execution type short names in MLMD; the node with id "Trainer" is an ImageTrainer.
 COMPONENTS = ("ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
-              "DataGate", "Transform", "ImageTrainer", "Evaluator", "Pusher")
+              "DataGate", "Transform", "ImageTrainer", "Evaluator", "ServingPusher")
 CLASSES = ("circle", "square", "triangle")
 
 
@@ -117,6 +117,26 @@ def pipeline_runs(tmp_path_factory):
             "first_stderr": first.stderr, "history": history, "first": runs_after_first,
             "all": runs_after_second, "strict": strict, "again": again,
             "versions": (versions_before, versions_after_strict, sorted(os.listdir(serving)))}
+
+
+@pytest.mark.slow
+def test_a_rerun_that_blesses_the_same_model_does_not_push_it_again(pipeline_runs):
+    """Run two (the tfx CLI) re-evaluates the first run's model, now against itself as the
+    baseline, and blesses it again: it is already serving, so nothing new is pushed."""
+    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+    from pipeline import history  # pylint: disable=g-import-not-at-top
+    before, _, _ = pipeline_runs["versions"]
+    assert len(before) == 1, before
+    store = history.open_store(os.path.join(pipeline_runs["workdir"], "metadata.sqlite"))
+    types = [t.id for t in store.get_execution_types() if t.name.endswith("Pusher")]
+    _, second = sorted((e for e in store.get_executions() if e.type_id in types),
+                           key=lambda e: e.id)[:2]
+    assert history.state_word(second) == "ran"
+    uri = history.artifact_uris(store, second.id, metadata_store_pb2.Event.OUTPUT)[
+        "pushed_model"]
+    props = history.artifact_properties(store, uri)
+    assert props["pushed"] == 0
+    assert props["still_serving"] == os.path.join(pipeline_runs["workdir"], "serving", before[0])
 
 
 @pytest.mark.slow

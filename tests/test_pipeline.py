@@ -99,7 +99,7 @@ def test_artifact_outputs_write_nothing_outside_the_artifacts(tmp_path):
     assert type(cluster["Pusher"]).__name__ == "ArtifactPusher"
     assert cluster["Pusher"].exec_properties["push_destination"] is None
     assert local["DataGate"].exec_properties["report_dir"] == str(tmp_path / "work" / "reports")
-    assert type(local["Pusher"]).__name__ == "Pusher"
+    assert type(local["Pusher"]).__name__ == "ServingPusher"
     # A GPU request is the cluster's; the same config run locally trains on what it has.
     gpu = _config(tmp_path, trainer_accelerator="NVIDIA_TESLA_T4", trainer_accelerator_count=1)
     for kwargs, expected in (({}, None), ({"artifact_outputs": True}, "GPU")):

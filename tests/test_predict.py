@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import cli, predict
-from tiny_shards import CLASSES, encode, image_array, write_backbone_weights, \
+from tiny_shards import CLASSES, encode, image_array, png_declaring, write_backbone_weights, \
     write_tiny_examples, write_transform_graph
 from trainer_module import export, train
 
@@ -76,6 +76,7 @@ def test_bad_files_get_their_own_error_and_the_rest_are_classified(model_dir, im
     (folder / "truncated.jpg").write_bytes(good[:len(good) // 3])
     (folder / "notes.txt").write_text("hello")
     (folder / "empty.png").write_bytes(b"")
+    (folder / "huge.png").write_bytes(png_declaring(20000, 20000))
     os.symlink(str(tmp_path / "gone.jpg"), str(folder / "dangling.jpg"))
     results = {os.path.basename(r["path"]): r
                for r in predict.predict(model_dir, [str(folder)], batch_size=3)}
@@ -83,6 +84,8 @@ def test_bad_files_get_their_own_error_and_the_rest_are_classified(model_dir, im
     assert results["notes.txt"]["error"] == "not a JPEG, PNG, GIF or BMP image"
     assert results["empty.png"]["error"] == "not a JPEG, PNG, GIF or BMP image"
     assert results["dangling.jpg"]["error"].startswith("cannot read:")
+    assert results["huge.png"]["error"] == \
+        "larger than the model's limit of 89,478,485 pixels (refused before decoding)"
     assert sum("label" in r for r in results.values()) == len(files)
 
 

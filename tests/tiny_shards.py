@@ -38,6 +38,24 @@ def encode(array: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def png_declaring(width: int, height: int, rows: int = 0) -> bytes:
+    """An 8-bit RGB PNG whose header declares width x height; only the first `rows` rows of
+    black pixels follow (0: none), so a decoder fails on it but a header reader does not.
+    With rows == height it is a complete, valid image (zlib keeps black rows tiny)."""
+    import struct  # pylint: disable=g-import-not-at-top
+    import zlib  # pylint: disable=g-import-not-at-top
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    packer = zlib.compressobj(9)
+    row = bytes(1 + 3 * width)  # filter byte 0, then black RGB
+    body = b"".join(packer.compress(row) for _ in range(rows)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
 def make_example(image_bytes: bytes, label: int, name: str, fmt: str, shape,
                  filename: str = "") -> bytes:
     def b(v):

@@ -74,7 +74,8 @@ def _outputs_function(inference_model, class_names: Sequence[str], image_size: i
 
 def export_model(inference_model, class_names: Sequence[str], image_size: int,
                  export_dir: str, transform_output_dir: Optional[str] = None,
-                 sample_examples: Optional[tf.Tensor] = None) -> str:
+                 sample_examples: Optional[tf.Tensor] = None,
+                 max_pixels: int = features.MAX_PIXELS) -> str:
     """Saves `inference_model` with both signatures to `export_dir`; returns export_dir.
 
     Args:
@@ -85,6 +86,9 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
       transform_output_dir: Transform output; from_examples then runs its graph.
       sample_examples: a few serialized raw tf.Examples to check the Transform graph
         against the model (size, [0, 255] range) before saving.
+      max_pixels: serving_default refuses, before decoding anything, a request with an
+        image whose header declares more pixels (InvalidArgumentError naming the indices):
+        one 20000 x 20000 PNG would otherwise take ~1.2 GB to decode.
 
     Raises:
       RuntimeError: the Transform graph's output does not fit the model.
@@ -108,6 +112,15 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
             ["image_bytes holds elements that are not JPEG, PNG, GIF or BMP (empty, another "
              "format, or not an image); their indices:", bad], summarize=20)
         with tf.control_dependencies([check]):
+            declared = tf.map_fn(image_ops.declared_pixels, image_bytes,
+                                 fn_output_signature=tf.int64)
+        large = tf.where(declared > max_pixels)[:, 0]
+        limit = tf.debugging.Assert(
+            tf.equal(tf.size(large), 0),
+            [f"image_bytes holds elements whose header declares more than {max_pixels} "
+             "pixels, the model's limit (refused before decoding); their indices:", large],
+            summarize=20)
+        with tf.control_dependencies([limit]):
             pixels = tf.cast(image_ops.decode_and_resize_batch(image_bytes, image_size),
                              tf.float32)
         return _outputs(pixels)

@@ -30,3 +30,6 @@ TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
 TEST_SPLIT = "test"
 SPLITS = (TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT)  # the order splits are listed in
+# The decompression-bomb limit (PIL's own): ingest quarantines a larger image from its
+# header, and serving_default refuses one before decoding it.
+MAX_PIXELS = 89_478_485

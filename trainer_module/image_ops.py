@@ -48,6 +48,51 @@ def is_decodable_format(image_bytes: tf.Tensor) -> tf.Tensor:
             | (head(4) == b"GIF8") | (head(2) == b"BM"))
 
 
+def _header_ints(image_bytes: tf.Tensor, start: int, size: int, count: int,
+                 big_endian: bool, signed: bool = False) -> tf.Tensor:
+    """`count` unsigned (or signed) integers of `size` bytes from offset `start`, as int64;
+    zeros where the bytes are shorter."""
+    raw = tf.io.decode_raw(tf.strings.substr(image_bytes, start, size * count), tf.uint8,
+                           fixed_length=size * count)
+    raw = tf.reshape(tf.cast(raw, tf.int64), [count, size])
+    weights = tf.constant([256 ** (size - 1 - i if big_endian else i) for i in range(size)],
+                          tf.int64)
+    values = tf.reduce_sum(raw * weights, axis=1)
+    if signed:
+        values = tf.where(values >= 2 ** (8 * size - 1), values - 2 ** (8 * size), values)
+    return values
+
+
+def declared_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
+    """int64 width * height that a JPEG, PNG, GIF or BMP header declares (scalar tf.string),
+    read without decoding the image; -1 for bytes of another format.
+
+    JPEG: the frame header (tf.io.extract_jpeg_shape; a JPEG without one raises when run);
+    PNG: IHDR; GIF: the logical screen; BMP: the info header (a negative height, a top-down
+    bitmap, counts by its size).
+    """
+    head = lambda n: tf.strings.substr(image_bytes, 0, n)  # noqa: E731
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(image_bytes), tf.int64)
+        return shape[0] * shape[1]
+
+    # Zero padding: a header cut short reads as zeros instead of failing substr.
+    padded = tf.strings.join([image_bytes, tf.constant(bytes(26))])
+
+    def sides(start, size, big_endian, signed=False):
+        def product():
+            values = tf.abs(_header_ints(padded, start, size, 2, big_endian, signed))
+            return values[0] * values[1]
+        return product
+    index = tf.where(is_jpeg(image_bytes), 0, tf.where(
+        head(8) == b"\x89PNG\r\n\x1a\n", 1, tf.where(
+            head(4) == b"GIF8", 2, tf.where(head(2) == b"BM", 3, 4))))
+    return tf.switch_case(index, [jpeg, sides(16, 4, True), sides(6, 2, False),
+                                  sides(18, 4, False, signed=True),
+                                  lambda: tf.constant(-1, tf.int64)])
+
+
 def jpeg_ratio_index(short_side: tf.Tensor, image_size: int) -> tf.Tensor:
     """Index into JPEG_RATIOS of the largest ratio r with short_side // r >= image_size."""
     short_side = tf.cast(short_side, tf.int32)

@@ -51,7 +51,7 @@ DEFAULTS = {
     "strategy": "auto", "precision": "auto", "xla": False, "cache": "auto",
     "shuffle_buffer": 2048, "profile_batches": None, "tpu_address": None,
     "train_steps": None, "eval_steps": None, "seed": None, "random_crop": False,
-    "backup_interval_s": 60.0,
+    "backup_interval_s": 60.0, "max_pixels": features.MAX_PIXELS,
 }
 HEAD, FINE_TUNE = "head", "fine_tune"
 TIMINGS_FILE = "timings.json"
@@ -364,7 +364,8 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     try:
         export.export_model(
             inference_model, class_names, size, target, transform_output_dir,
-            sample_examples=_sample_examples(eval_files) if transform_output_dir else None)
+            sample_examples=_sample_examples(eval_files) if transform_output_dir else None,
+            max_pixels=cfg["max_pixels"])
     finally:
         if not chief:
             shutil.rmtree(target, ignore_errors=True)

@@ -41,8 +41,10 @@ import struct
 import numpy as np
 from PIL import Image
 
+from trainer_module import features
+
 FORMATS_TF_DECODES = ("jpeg", "png", "gif", "bmp")
-DEFAULT_MAX_PIXELS = 89_478_485
+DEFAULT_MAX_PIXELS = features.MAX_PIXELS
 _UNSUPPORTED_CHOICES = ("reencode", "quarantine")
 _PIL_NAMES = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP",
               "tiff": "TIFF", "avif": "AVIF", "heic": "HEIF", "jpeg2000": "JPEG2000",
