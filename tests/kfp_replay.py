@@ -269,8 +269,8 @@ class Replay:
     # ---- launcher ----------------------------------------------------------------------
 
     def _fresh_pod(self) -> None:
-        for uri_root in (self.run_root,):
-            shutil.rmtree(local_path(uri_root), ignore_errors=True)
+        """A new pod's disk: no local copies of this run, no legacy output folder."""
+        shutil.rmtree(local_path(self.run_root), ignore_errors=True)
         shutil.rmtree(os.path.dirname(LEGACY_OUTPUT_FILE), ignore_errors=True)
 
     def run_task(self, name: str) -> TaskResult:
