@@ -189,13 +189,9 @@ def _check_run_value(name: str, value: Any, decl: Mapping[str, Any], source: str
         raise ValueError(f"{source} {name}={_show(value)}: expected {ptype} "
                          f"({JSON_KINDS[ptype][1]}), {problem}; the run cannot be sent as JSON.")
     if problem is None:
-        literals = decl.get("literals") or []
-        if literals and not any(_pb_equal(value, lit) for lit in literals):
-            # v2_template.go#L513 -> validate_literal.go#L37-L46
-            raise ValueError(
-                f"{source} {name}={_show(value)}: must be one of {_show(literals)}; the KFP "
-                f"API server refuses the run: input parameter {json.dumps(name)} value does "
-                "not match any of the allowed literal values.")
+        # v2_template.go#L513 -> validate_literal.go#L37-L46
+        _check_literal(f"{source} {name}", name, value, decl,
+                       "the KFP API server refuses the run")
         return
     expected = JSON_KINDS[ptype][1]
     if _kind(value) == "number" and ptype == "NUMBER_INTEGER":
@@ -296,14 +292,20 @@ def _check_constant(where: str, name: str, value: Any, decl: Mapping[str, Any]) 
     _check_task_literal(where, name, value, decl)
 
 
-def _check_task_literal(where: str, name: str, value: Any, decl: Mapping[str, Any]) -> None:
+def _check_literal(label: str, name: str, value: Any, decl: Mapping[str, Any],
+                   outcome: str) -> None:
+    """A value outside the declared `literals` (2.16+): `label`=value, then `outcome`."""
     literals = decl.get("literals") or []
     if literals and not any(_pb_equal(value, lit) for lit in literals):
-        # resolve.go#L349-L354
         raise ValueError(
-            f"{where} input {name}={_show(value)}: must be one of {_show(literals)}; the KFP "
-            f"driver fails the task: input parameter {json.dumps(name)} value does not match "
-            "any of the allowed literal values.")
+            f"{label}={_show(value)}: must be one of {_show(literals)}; {outcome}: input "
+            f"parameter {json.dumps(name)} value does not match any of the allowed literal "
+            "values.")
+
+
+def _check_task_literal(where: str, name: str, value: Any, decl: Mapping[str, Any]) -> None:
+    # resolve.go#L349-L354
+    _check_literal(f"{where} input {name}", name, value, decl, "the KFP driver fails the task")
 
 
 def _check_dag(spec: Mapping[str, Any], dag: Mapping[str, Any], inputs: Mapping[str, Any],

@@ -59,11 +59,9 @@ def _parse_sets(pairs: Sequence[str]) -> dict:
 
 
 def latest_pushed_model(serving_dir: str) -> Optional[str]:
-    """Newest version folder under workdir/serving, or None."""
-    if not os.path.isdir(serving_dir):
-        return None
-    versions = [v for v in os.listdir(serving_dir) if v.isdigit()]
-    return os.path.join(serving_dir, max(versions, key=int)) if versions else None
+    """Newest version folder under workdir/serving, or None (the Pusher's own reading)."""
+    from components.artifact_pusher import newest_version  # pylint: disable=g-import-not-at-top
+    return newest_version(serving_dir)
 
 
 def _failed_result(err: BaseException) -> Optional[str]:
