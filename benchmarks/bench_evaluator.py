@@ -32,8 +32,8 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 
 from pipeline import blessing, history  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.pipeline import eval_config  # noqa: E402
+from trainer_module import features  # noqa: E402
+from pipeline.evaluation import EvalOptions, eval_config  # noqa: E402
 from trainer_module import dataset, export  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def plain(model_dir: str, files: list) -> float:
 
 
 def with_tfma(model_dir: str, files: list, baseline: bool) -> float:
-    config = eval_config(PipelineConfig(min_accuracy=0.0))
+    config = eval_config(EvalOptions(min_accuracy=0.0))
     if not baseline:  # a change threshold needs a baseline; the first run has none either
         for spec in config.metrics_specs:
             for metric in spec.metrics:
@@ -83,7 +83,7 @@ def run(argv=None) -> dict:
         raise SystemExit(f"no Evaluator run in {args.workdir}: run imgpipe first.")
     model_dir = os.path.join(evaluation["model"], "Format-Serving")
     files = dataset.list_shards(os.path.join(evaluation["examples"], "Split-eval"))
-    store = history.open_store(os.path.join(args.workdir, "metadata.sqlite"))
+    store = history.open_store(features.metadata_path(args.workdir))
     recorded = [(e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000
                 for e in store.get_executions_by_id([evaluation["id"]])]
     sides = {"plain": lambda: plain(model_dir, files),

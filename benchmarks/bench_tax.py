@@ -45,6 +45,7 @@ sys.path.insert(0, sys.argv[1])
 import tensorflow as tf
 import tf_keras
 from trainer_module import model, train
+from trainer_module.options import TrainOptions
 data, size, batch, epochs, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
     int(sys.argv[5]), sys.argv[6]
 train_ds, val_ds = tf_keras.utils.image_dataset_from_directory(
@@ -54,10 +55,10 @@ classes = len(train_ds.class_names)
 to_uint8 = lambda x, y: (tf.cast(tf.clip_by_value(x, 0, 255), tf.uint8), y)
 train_ds = train_ds.map(to_uint8).prefetch(tf.data.AUTOTUNE)
 val_ds = val_ds.map(to_uint8).prefetch(tf.data.AUTOTUNE)
-d = train.DEFAULTS
+d = TrainOptions()
 training_model, inference_model, _ = model.build_model(
-    classes, image_size=size, weights="none", dropout=d["dropout"], augment=d["augment"])
-train._compile(training_model, d["learning_rate"], d["label_smoothing"], False)
+    classes, image_size=size, weights="none", dropout=d.dropout, augment=d.augment)
+train._compile(training_model, d.learning_rate, d.label_smoothing, False)
 start = time.perf_counter()
 epoch_s = []
 class Clock(tf_keras.callbacks.Callback):
@@ -85,7 +86,8 @@ def _timed(cmd, log_path, env=None) -> float:
 
 def _pipeline_breakdown(workdir: str) -> dict:
     from pipeline import blessing, history  # pylint: disable=g-import-not-at-top
-    store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
+    from trainer_module import features  # pylint: disable=g-import-not-at-top
+    store = history.open_store(features.metadata_path(workdir))
     run = history.runs(store)[0]
     seconds = {node: round(history.seconds(e), 1) for node, e in run["nodes"]}
     evaluation = blessing.last_evaluation(workdir)

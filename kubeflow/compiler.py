@@ -2,8 +2,8 @@
 
 The same pipeline as the local runner, plus what only a cluster run needs:
 - `data_root` and `epochs` become run-time parameters (their defaults: the config's);
-- every task runs in `config.image`, where the project lives at targets.IMAGE_PROJECT_DIR,
-  except a Trainer on an NVIDIA GPU: it runs in `config.gpu_image` (`trainer_image`);
+- every task runs in `config.cluster.image`, where the project lives at targets.IMAGE_PROJECT_DIR,
+  except a Trainer on an NVIDIA GPU: it runs in `config.cluster.gpu_image` (`trainer_image`);
 - per-component CPU/memory (`resources`) and the Trainer's accelerator as ResourceSpecs;
 - with `beam_runner: dataflow`, the Beam components run on Dataflow, with the same image
   as the SDK container (its Beam version is the launcher's);
@@ -25,26 +25,28 @@ from tfx import v1 as tfx
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2_runner
 
 from kubeflow import preflight, reports, targets
-from pipeline.config import PipelineConfig, memory_gb
+from kubeflow.options import memory_gb
+from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 
 def dataflow_args(config: PipelineConfig) -> list:
-    """Beam args that send a Beam component to Dataflow, workers on `config.image`.
+    """Beam args that send a Beam component to Dataflow, workers on `config.cluster.image`.
 
     Raises:
       ValueError: naming the settings Dataflow needs that are unset.
     """
-    needed = {"gcp_project": config.gcp_project, "gcp_region": config.gcp_region,
-              "dataflow_temp_location": config.dataflow_temp_location, "image": config.image}
+    cluster = config.cluster
+    needed = {"gcp_project": cluster.gcp_project, "gcp_region": cluster.gcp_region,
+              "dataflow_temp_location": cluster.dataflow_temp_location, "image": cluster.image}
     missing = [k for k, v in needed.items() if not v]
     if missing:
         raise ValueError(f"beam_runner=dataflow needs {', '.join(missing)}.")
-    return ["--runner=DataflowRunner", f"--project={config.gcp_project}",
-            f"--region={config.gcp_region}", f"--temp_location={config.dataflow_temp_location}",
-            f"--sdk_container_image={config.image}", "--experiments=use_runner_v2"]
+    return ["--runner=DataflowRunner", f"--project={cluster.gcp_project}",
+            f"--region={cluster.gcp_region}", f"--temp_location={cluster.dataflow_temp_location}",
+            f"--sdk_container_image={cluster.image}", "--experiments=use_runner_v2"]
 
 
 def trainer_image(config: PipelineConfig) -> str:
@@ -54,23 +56,24 @@ def trainer_image(config: PipelineConfig) -> str:
     Raises:
       ValueError: a GPU is asked for and gpu_image is unset.
     """
-    if config.trainer_config()["accelerator"] != "GPU":
-        return config.image
-    if not config.gpu_image:
+    if config.cluster.accelerator_kind != "GPU":
+        return config.cluster.image
+    if not config.cluster.gpu_image:
         raise ValueError(
-            f"trainer_accelerator={config.trainer_accelerator} needs gpu_image: build the GPU "
+            f"trainer_accelerator={config.cluster.trainer_accelerator} needs gpu_image: build "
+            "the GPU "
             "variant (docker build -f kubeflow/Dockerfile --build-arg VARIANT=gpu -t IMAGE-gpu .) "
             "and set gpu_image (--set gpu_image=IMAGE-gpu).")
-    return config.gpu_image
+    return config.cluster.gpu_image
 
 
 def set_trainer_image(job: Dict[str, Any], config: PipelineConfig) -> None:
     """Points the compiled Trainer task's container at trainer_image(config), in place.
 
     Under vertex_training that task only launches the custom job, whose worker pools get the
-    image (vertex_training_args), so it keeps `config.image`.
+    image (vertex_training_args), so it keeps `config.cluster.image`.
     """
-    if config.vertex_training:
+    if config.cluster.vertex_training:
         return
     spec = job["pipelineSpec"]
     component = spec["root"]["dag"]["tasks"][targets.TRAINER_TASK]["componentRef"]["name"]
@@ -86,30 +89,31 @@ def vertex_training_args(config: PipelineConfig) -> Dict[str, Any]:
     vertex_replica_count > 1, a second pool of the other replicas, all on trainer_image(config)
     (TFX sets each pool's container command), and `service_account` when it is set.
     """
-    if not (config.gcp_project and config.gcp_region):
+    if not (config.cluster.gcp_project and config.cluster.gcp_region):
         raise ValueError("vertex_training needs gcp_project and gcp_region.")
-    machine = {"machine_type": config.vertex_machine_type}
-    if config.trainer_accelerator:
+    machine = {"machine_type": config.cluster.vertex_machine_type}
+    if config.cluster.trainer_accelerator:
         machine.update(accelerator_type=targets.accelerator(targets.VERTEX,
-                                                            config.trainer_accelerator),
-                       accelerator_count=config.trainer_accelerator_count)
+                                                            config.cluster.trainer_accelerator),
+                       accelerator_count=config.cluster.trainer_accelerator_count)
     pool = {"machine_spec": machine, "replica_count": 1,
             "container_spec": {"image_uri": trainer_image(config)}}
     pools = [pool]
-    if config.vertex_replica_count > 1:
-        pools.append(dict(pool, replica_count=config.vertex_replica_count - 1))
+    if config.cluster.vertex_replica_count > 1:
+        pools.append(dict(pool, replica_count=config.cluster.vertex_replica_count - 1))
     job_spec = {"worker_pool_specs": pools}
-    if config.service_account:
-        job_spec["service_account"] = config.service_account
-    return {"ai_platform_enable_vertex": True, "ai_platform_vertex_region": config.gcp_region,
-            "ai_platform_training_args": {"project": config.gcp_project,
+    if config.cluster.service_account:
+        job_spec["service_account"] = config.cluster.service_account
+    return {"ai_platform_enable_vertex": True,
+            "ai_platform_vertex_region": config.cluster.gcp_region,
+            "ai_platform_training_args": {"project": config.cluster.gcp_project,
                                           "job_spec": job_spec}}
 
 
 def resource_spec(config: PipelineConfig, component_id: str,
                   target: str) -> Optional[ResourceSpec]:
     """The ResourceSpec of one task from `resources` and the Trainer accelerator, or None."""
-    wanted = config.resources.get(component_id, {})
+    wanted = config.cluster.resources.get(component_id, {})
     spec = ResourceSpec()
     if "cpu" in wanted:
         spec.cpu_limit = float(wanted["cpu"])
@@ -117,10 +121,10 @@ def resource_spec(config: PipelineConfig, component_id: str,
         spec.memory_limit = memory_gb(wanted["memory"])
     # Under vertex_training the Trainer task only launches the custom job; the accelerator
     # belongs to the job's worker pool.
-    if component_id == targets.TRAINER_TASK and config.trainer_accelerator \
-            and not config.vertex_training:
-        spec.accelerator.type = targets.accelerator(target, config.trainer_accelerator)
-        spec.accelerator.count = config.trainer_accelerator_count
+    if component_id == targets.TRAINER_TASK and config.cluster.trainer_accelerator \
+            and not config.cluster.vertex_training:
+        spec.accelerator.type = targets.accelerator(target, config.cluster.trainer_accelerator)
+        spec.accelerator.count = config.cluster.trainer_accelerator_count
     return spec if spec.ByteSize() else None
 
 
@@ -139,15 +143,15 @@ def build(config: PipelineConfig, target: str) -> tfx.dsl.Pipeline:
     """create_pipeline for `target`: runtime parameters, image paths, resources, Beam args."""
     targets.check_target(target)
     targets.check_pipeline_name(config.pipeline_name)
-    if not config.image:
+    if not config.cluster.image:
         raise ValueError("no container image: pass --image (or image: in the config); build "
                          "it from kubeflow/Dockerfile. The stock TFX image lacks this project.")
     trainer_image(config)  # a GPU Trainer without gpu_image fails here, before compiling
-    if config.vertex_training and target != targets.VERTEX:
+    if config.cluster.vertex_training and target != targets.VERTEX:
         raise ValueError("vertex_training runs the Trainer as a Vertex AI custom job; "
                          "it needs --target vertex.")
     beam_args = ingest_args = None
-    if config.beam_runner == "dataflow":
+    if config.cluster.beam_runner == "dataflow":
         beam_args = [*dataflow_args(config), *config.beam_pipeline_args]
         ingest_args = beam_args
     pipeline = create_pipeline(
@@ -155,11 +159,12 @@ def build(config: PipelineConfig, target: str) -> tfx.dsl.Pipeline:
         data_root=tfx.dsl.experimental.RuntimeParameter(
             name="data_root", ptype=str, default=config.data_root),
         epochs=tfx.dsl.experimental.RuntimeParameter(
-            name="epochs", ptype=int, default=config.epochs),
+            name="epochs", ptype=int, default=config.training.epochs),
         with_baseline=targets.supports_resolver(target),
         project_dir=targets.IMAGE_PROJECT_DIR,
         beam_pipeline_args=beam_args, ingest_beam_args=ingest_args,
-        vertex_training_args=vertex_training_args(config) if config.vertex_training else None,
+        vertex_training_args=(vertex_training_args(config) if config.cluster.vertex_training
+                              else None),
         artifact_outputs=True, extra_components=reports.report_tasks(config))
     for component in pipeline.components:
         spec = resource_spec(config, component.id, target)
@@ -182,12 +187,12 @@ def compile_pipeline(config: PipelineConfig, target: str,
     preflight.check_storage(config, target)
     pipeline = build(config, target)
     runner = v2_runner.KubeflowV2DagRunner(v2_runner.KubeflowV2DagRunnerConfig(
-        display_name=config.pipeline_name, default_image=config.image,
+        display_name=config.pipeline_name, default_image=config.cluster.image,
         default_commands=list(targets.ENTRYPOINT), use_pipeline_spec_2_1=True))
     job = runner.run(pipeline, write_out=False)
     targets.finalize(
         job, target, pipeline_root=config.pipeline_root,
-        parameter_defaults={n: getattr(config, n) for n in targets.RUNTIME_PARAMETERS},
+        parameter_defaults={"data_root": config.data_root, "epochs": config.training.epochs},
         class_paths=custom_type_paths(pipeline))
     set_trainer_image(job, config)
     preflight.check_job(job, target)

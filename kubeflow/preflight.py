@@ -563,18 +563,18 @@ def check_storage(config: "PipelineConfig", target: str) -> None:
     """
     targets.check_target(target)
     check_pipeline_root(config.pipeline_root, target)
-    if config.beam_runner == "dataflow":
+    if config.cluster.beam_runner == "dataflow":
         for field, value in (("pipeline root", config.pipeline_root),
                              ("data_root", config.data_root)):
             if not (value or "").startswith("gs://"):
                 raise ValueError(f"{field}={value!r}: beam_runner=dataflow needs gs:// (Dataflow "
                                  "workers cannot see the task pod's files or minio/s3 "
                                  "buckets through tf.io.gfile); copy it to gs://.")
-        _check_beam_gcs_path("dataflow_temp_location", config.dataflow_temp_location)
+        _check_beam_gcs_path("dataflow_temp_location", config.cluster.dataflow_temp_location)
     check_task_path("data_root", config.data_root, "the images")
-    if config.schema_path:
-        check_task_path("schema_path", config.schema_path, "the schema file")
-    if config.weights and config.weights not in ("none", "imagenet"):
-        check_task_path("weights", config.weights, "the weights file")
-    if config.cache not in ("auto", "none", "memory"):
-        check_task_path("cache", config.cache, "the cache prefix")
+    if config.validation.schema_path:
+        check_task_path("schema_path", config.validation.schema_path, "the schema file")
+    if config.training.weights and config.training.weights not in ("none", "imagenet"):
+        check_task_path("weights", config.training.weights, "the weights file")
+    if config.training.cache not in ("auto", "none", "memory"):
+        check_task_path("cache", config.training.cache, "the cache prefix")

@@ -156,7 +156,7 @@ def report_tasks(config: PipelineConfig) -> Callable[[Dict[str, Any]], List[Any]
     """create_pipeline's `extra_components` for a pipeline built with `artifact_outputs`:
     DataReport before the DataGate and, when the pipeline trains, RunReport after the Pusher."""
     parameters = {"accept_hint": accept_hint(config, artifact_outputs=True),
-                  **{k: float(getattr(config, k)) for k in _GATE_PROPERTIES}}
+                  **{k: float(getattr(config.validation, k)) for k in _GATE_PROPERTIES}}
 
     def add(by_id: Dict[str, Any]) -> List[Any]:
         data = {"examples": by_id["ImageExampleGen"].outputs["examples"],

@@ -99,7 +99,7 @@ def last_evaluation(workdir: str) -> Optional[dict]:
     """The newest Evaluator execution's {"state", "id", "blessed", "reasons", "classes",
     "matrix", "per_class", "accuracy" (see `accuracies`), "examples" (the evaluated Examples
     URI), "model", "baseline", "evaluation"}, or None."""
-    store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
+    store = history.open_store(features.metadata_path(workdir))
     evaluator = history.latest_execution(store, "Evaluator")
     if evaluator is None:
         return None

@@ -21,6 +21,8 @@ import sys
 import threading
 from typing import Callable, Optional
 
+from trainer_module import features
+
 PROGRESS = re.compile(r"^(Epoch \d+/\d+\s*$|\d+/\d+ - .*loss: )")
 
 
@@ -179,7 +181,7 @@ class ComponentWatcher:
 
     def _store(self):
         from pipeline import history  # pylint: disable=g-import-not-at-top
-        path = os.path.join(self.workdir, "metadata.sqlite")
+        path = features.metadata_path(self.workdir)
         return history.open_store(path) if os.path.isfile(path) else None
 
     def __enter__(self) -> "ComponentWatcher":

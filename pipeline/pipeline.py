@@ -6,10 +6,10 @@ and runner settings.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable, Dict, List, Optional, Union
 
-import tensorflow_model_analysis as tfma
 # Not `from tfx import v1`: tfx.v1 imports every extension, and with them
 # google-cloud-aiplatform (~9 s of every local run's start on 2 cores).
 from tfx.components import Evaluator, ExampleValidator, StatisticsGen, Transform
@@ -24,11 +24,12 @@ from tfx.types import Channel, standard_artifacts
 from components.artifact_pusher import ArtifactPusher, ServingPusher
 from components.data_validation import schema as schema_lib
 from components.data_validation.component import DataGate, DatasetSchemaGen
-from components.image_example_gen import ImageExampleGen, IngestOptions
+from components.image_example_gen.component import ImageExampleGen
 from components.image_trainer.component import ImageTrainer
-from pipeline import eval_metrics
+from pipeline import evaluation
 from pipeline.config import PipelineConfig
-from trainer_module import export, features, train
+from trainer_module import features
+from trainer_module.options import RESTART_BACKUP_INTERVAL_S
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CURATED_SCHEMA = schema_lib.CURATED_TEMPLATE
@@ -50,48 +51,28 @@ def with_dependency_flag(beam_args: list, setup_py: str = SETUP_PY) -> list:
     return [*beam_args, f"--setup_file={setup_py}"]
 
 
-def ingest_options(config: PipelineConfig) -> IngestOptions:
-    """The ingest settings of `config` (layout may be "auto"; ingest resolves it)."""
-    return IngestOptions.from_config(config)
-
-
-def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """TFMA config on the from_examples signature: accuracy (absolute and change thresholds),
-    example count, and the argmax multi-class confusion matrix (per-class precision, recall
-    and F1 derive from it: pipeline/blessing.py); with `min_class_recall`, also the lowest
-    per-class recall (pipeline/eval_metrics.py), which no class may fall below; and the most
-    confident mistakes with their filenames (eval_metrics.MostConfidentMistakes: the run
-    report's grid). model_type is pinned to tf_generic so TFMA does not guess it by trying
-    to load a Keras model."""
-    accuracy = tfma.MetricConfig(
-        class_name="SparseCategoricalAccuracy",
-        threshold=tfma.MetricThreshold(
-            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_accuracy}),
-            change_threshold=tfma.GenericChangeThreshold(
-                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                absolute={"value": -config.max_accuracy_drop - 1e-10})))
-    metrics = [accuracy, tfma.MetricConfig(class_name="ExampleCount"),
-               tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
-               tfma.MetricConfig(class_name="MostConfidentMistakes",
-                                 module=eval_metrics.__name__)]
-    if config.min_class_recall is not None:
-        metrics.append(tfma.MetricConfig(
-            class_name="MinClassRecall", module=eval_metrics.__name__,
-            threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-                lower_bound={"value": config.min_class_recall}))))
-    return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name=export.EXAMPLES_SIGNATURE,
-                                    model_type=tfma.TF_GENERIC,
-                                    label_key=features.LABEL_KEY,
-                                    prediction_key=export.PROBABILITIES_KEY)],
-        slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+def trainer_config(config: PipelineConfig, *, restarts: bool,
+                   cluster_accelerator: bool) -> dict:
+    """The JSON-able custom_config the Trainer's run_fn receives: every TrainOptions field,
+    the ingest's `max_pixels` (the serving limit), and `accelerator` ("GPU", "TPU" or None)
+    with `accelerator_request` ("NVIDIA_TESLA_T4 x2" or None), which run_fn checks before
+    training (None unless `cluster_accelerator`: local runs ignore the cluster's request).
+    An unset backup_interval_s becomes RESTART_BACKUP_INTERVAL_S when the orchestrator
+    `restarts` the same Trainer execution."""
+    custom = dataclasses.asdict(config.training)
+    if custom["backup_interval_s"] is None and restarts:
+        custom["backup_interval_s"] = RESTART_BACKUP_INTERVAL_S
+    custom["max_pixels"] = config.ingest.max_pixels
+    cluster = config.cluster if cluster_accelerator else None
+    custom["accelerator"] = cluster.accelerator_kind if cluster else None
+    custom["accelerator_request"] = cluster.accelerator_request if cluster else None
+    return custom
 
 
 def accept_hint(config: PipelineConfig, artifact_outputs: bool = False) -> str:
     """How a user accepts an intended data change that the gate stopped."""
-    if config.schema_path:
-        return f"edit {config.schema_path}"
+    if config.validation.schema_path:
+        return f"edit {config.validation.schema_path}"
     if artifact_outputs:
         return ("copy schema.pbtxt from this run's DatasetSchemaGen schema artifact, edit it, "
                 "and compile with schema_path set to it (gs:// or a path in the image)")
@@ -129,12 +110,12 @@ def create_pipeline(config: PipelineConfig, *,
       validate_only: only ingest, schema, statistics, validation and the gate (with its data
         report): a quick look at the data before any training (`imgpipe validate`).
       trainer_restarts: the orchestrator may restart the same Trainer execution (Kubeflow,
-        Vertex), so its backups can be read: an unset `config.backup_interval_s` means 60 s.
+        Vertex), so its backups can be read: an unset `backup_interval_s` means 60 s.
         LocalDagRunner gives every run a new execution: False, and unset means no backups.
       artifact_outputs: everything the run writes is an output artifact (Kubeflow, Vertex:
         the KFP launcher uploads declared outputs and nothing else). The schema is generated
-        into the Schema artifact unless `config.schema_path` names one, the gate writes no
-        report folder (the cluster's DataReport task, kubeflow/reports.py, renders it into
+        into the Schema artifact unless `schema_path` names one, the gate writes no report
+        folder (the cluster's DataReport task, kubeflow/reports.py, renders it into
         an artifact before the gate), and the Pusher pushes into its `pushed_model`
         artifact (components/artifact_pusher.py) instead of `config.serving_dir`.
       extra_components: a runner's own steps: called with {component id: component} of
@@ -143,7 +124,7 @@ def create_pipeline(config: PipelineConfig, *,
     """
     setup_py = os.path.join(project_dir, "setup.py")
     # Images -> encoded-bytes tf.Examples, with a quarantine report and the label vocabulary.
-    example_gen = ImageExampleGen(options=ingest_options(config), data_root=data_root)
+    example_gen = ImageExampleGen(options=config.ingest, data_root=data_root)
     example_gen.with_beam_pipeline_args(with_dependency_flag(
         config.ingest_beam_args if ingest_beam_args is None else ingest_beam_args, setup_py))
 
@@ -151,9 +132,9 @@ def create_pipeline(config: PipelineConfig, *,
     # workdir/schema/ for the user to read and edit; inferred schemas mistype labels.
     schema_gen = DatasetSchemaGen(
         examples=example_gen.outputs["examples"],
-        schema_path=config.schema_path or ("" if artifact_outputs
+        schema_path=config.validation.schema_path or ("" if artifact_outputs
                                            else config.dataset_schema_path),
-        create=config.schema_path is None)
+        create=config.validation.schema_path is None)
 
     # Dataset statistics, for the schema check and for people reading the data.
     statistics_gen = StatisticsGen(
@@ -170,9 +151,9 @@ def create_pipeline(config: PipelineConfig, *,
         schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"],
         report_dir="" if artifact_outputs else config.reports_dir,
         accept_hint=accept_hint(config, artifact_outputs),
-        label_skew_threshold=config.label_skew_threshold,
-        imbalance_ratio=config.imbalance_ratio,
-        max_quarantine_fraction=config.max_quarantine_fraction)
+        label_skew_threshold=config.validation.label_skew_threshold,
+        imbalance_ratio=config.validation.imbalance_ratio,
+        max_quarantine_fraction=config.validation.max_quarantine_fraction)
 
     def assemble(later_steps: list) -> tfx_pipeline.Pipeline:
         steps = [c for c in [example_gen, schema_gen, statistics_gen, example_validator, gate,
@@ -197,28 +178,24 @@ def create_pipeline(config: PipelineConfig, *,
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, materialize=False, disable_statistics=True,
         splits_config=transform_pb2.SplitsConfig(analyze=[features.TRAIN_SPLIT]),
-        custom_config={"image_size": config.image_size})
+        custom_config={"image_size": config.training.image_size})
     transform.add_upstream_node(gate)  # nothing trains on data the gate stopped
 
     # EfficientNetB3 fed by make_dataset on the raw shards; exports both signatures.
-    trainer_config = dict(config.trainer_config(), train_steps=config.train_steps,
-                          eval_steps=config.eval_steps)
-    if not artifact_outputs:  # local runs ignore the cluster's accelerator request
-        trainer_config.update(accelerator=None, accelerator_request=None)
-    if config.backup_interval_s is None:
-        trainer_config["backup_interval_s"] = (
-            train.DEFAULTS["backup_interval_s"] if trainer_restarts else None)
-    total_steps = config.train_steps * (config.epochs + config.fine_tune_epochs) \
-        if config.train_steps else 0
+    custom_config = trainer_config(config, restarts=trainer_restarts,
+                                   cluster_accelerator=artifact_outputs)
+    training = config.training
+    total_steps = training.train_steps * (training.epochs + training.fine_tune_epochs) \
+        if training.train_steps else 0
     if vertex_training_args is not None:
-        trainer_config.update(vertex_training_args)
+        custom_config.update(vertex_training_args)
     trainer = ImageTrainer(
         run_fn=RUN_FN, examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=trainer_pb2.TrainArgs(num_steps=total_steps),
-        eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or 0),
-        custom_config=trainer_config, epochs=epochs,
+        eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps or 0),
+        custom_config=custom_config, epochs=epochs,
         vertex=vertex_training_args is not None).with_id("Trainer")
 
     # The latest blessed model is the baseline for the change threshold.
@@ -232,7 +209,8 @@ def create_pipeline(config: PipelineConfig, *,
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"] if baseline else None,
-        eval_config=eval_config(config), example_splits=[features.EVAL_SPLIT])
+        eval_config=evaluation.eval_config(config.evaluation),
+        example_splits=[features.EVAL_SPLIT])
 
     # Only a blessed model reaches workdir/serving/<version>/ (on a cluster: the object store).
     # A model already serving is not pushed again (a re-run that only gained a baseline).

@@ -16,12 +16,12 @@ import os
 import re
 from typing import Iterable, Iterator, List, Optional, Sequence
 
-from trainer_module import export, image_ops
+from trainer_module import export, features, image_ops
 
 
 def latest_model(workdir: str) -> str:
     """The newest pushed version under workdir/serving. Raises ValueError when none."""
-    serving = os.path.join(workdir, "serving")
+    serving = features.serving_dir(workdir)
     versions = [v for v in (os.listdir(serving) if os.path.isdir(serving) else [])
                 if v.isdigit()]
     if not versions:

@@ -33,6 +33,7 @@ import numpy as np
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import blessing, history
+from trainer_module import features
 
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
@@ -290,10 +291,10 @@ def build(workdir: str, reports_dir: Optional[str] = None,
     evaluation = evaluation or blessing.last_evaluation(workdir)
     if evaluation is None:
         return None
-    store = history.open_store(os.path.join(workdir, "metadata.sqlite"))
-    out_dir = os.path.join(reports_dir or os.path.join(workdir, "reports"),
+    store = history.open_store(features.metadata_path(workdir))
+    out_dir = os.path.join(reports_dir or features.reports_dir(workdir),
                            f"run-{evaluation['id']}")
-    serving_root = os.path.join(workdir, "serving")
+    serving_root = features.serving_dir(workdir)
     versions = sorted((v for v in os.listdir(serving_root) if v.isdigit()), key=int) \
         if os.path.isdir(serving_root) else []
     gate = history.latest_execution(store, "DataGate")

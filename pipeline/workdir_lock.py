@@ -19,7 +19,9 @@ import sys
 import time
 from typing import Iterator, Optional
 
-LOCK_FILE = ".imgpipe.lock"
+from trainer_module import features
+
+LOCK_FILE = features.LOCK_FILE
 
 
 def _path(workdir: str) -> str:

@@ -85,8 +85,7 @@ def test_a_worse_candidate_fails_the_change_threshold_in_real_tfma(tmp_path):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
     from PIL import Image  # pylint: disable=g-import-not-at-top
-    from pipeline.config import PipelineConfig  # pylint: disable=g-import-not-at-top
-    from pipeline.pipeline import eval_config  # pylint: disable=g-import-not-at-top
+    from pipeline.evaluation import EvalOptions, eval_config  # pylint: disable=g-import-not-at-top
     from tiny_shards import make_example  # pylint: disable=g-import-not-at-top
 
     data = tmp_path / "eval.tfrecord"
@@ -98,7 +97,7 @@ def test_a_worse_candidate_fails_the_change_threshold_in_real_tfma(tmp_path):
             Image.fromarray(np.full((20, 24, 3), color, np.uint8)).save(buf, "PNG")
             writer.write(make_example(buf.getvalue(), label, ["red", "blue"][label], "png",
                                       (20, 24), filename=f"{['red', 'blue'][label]}/{i}.png"))
-    config = eval_config(PipelineConfig(min_accuracy=0.0, max_accuracy_drop=0.0))
+    config = eval_config(EvalOptions(min_accuracy=0.0, max_accuracy_drop=0.0))
     candidate = config.model_specs[0]
     candidate.name = tfma.CANDIDATE_KEY
     baseline = config.model_specs.add()

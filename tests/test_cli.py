@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipeline import cli
+from pipeline import cli, cli_common, cli_run
 
 
 def _args(**kw):
@@ -16,17 +16,18 @@ def _args(**kw):
 
 
 def test_flags_override_base_and_unset_flags_do_not(tmp_path):
-    config = cli._config(_args(epochs=2, set=["learning_rate=0.5", "max-side=640"]),
-                         **cli.DEMO_SETTINGS)
-    assert config.epochs == 2  # flag beats the demo setting
-    assert config.image_size == cli.DEMO_SETTINGS["image_size"]  # unset flag keeps it
-    assert config.learning_rate == 0.5 and config.max_side == 640
+    config = cli_common.build_config(
+        _args(epochs=2, set=["learning_rate=0.5", "max-side=640"]), **cli_run.DEMO_SETTINGS)
+    assert config.training.epochs == 2  # flag beats the demo setting
+    # An unset flag keeps the demo setting.
+    assert config.training.image_size == cli_run.DEMO_SETTINGS["image_size"]
+    assert config.training.learning_rate == 0.5 and config.ingest.max_side == 640
     assert config.workdir == os.path.abspath("w") and config.data_root == os.path.abspath("d")
 
 
 def test_set_requires_key_value(capsys):
     with pytest.raises(ValueError, match="key=value"):
-        cli._parse_sets(["epochs"])
+        cli_common.parse_sets(["epochs"])
     assert cli.main(["run", "--data-root", "d", "--workdir", "w", "--set", "epochs"]) == 2
     assert capsys.readouterr().err.strip() == \
         "imgpipe: error: --set expects key=value, got 'epochs'"
@@ -93,10 +94,10 @@ def test_unknown_run_flag_is_rejected():
 
 
 def test_latest_pushed_model(tmp_path):
-    assert cli.latest_pushed_model(str(tmp_path / "none")) is None
+    assert cli_run.latest_pushed_model(str(tmp_path / "none")) is None
     for version in ("9", "10", "tmp"):
         (tmp_path / version).mkdir()
-    assert cli.latest_pushed_model(str(tmp_path)) == str(tmp_path / "10")
+    assert cli_run.latest_pushed_model(str(tmp_path)) == str(tmp_path / "10")
 
 
 def test_compile_writes_the_package_and_refuses_missing_settings(tmp_path, capsys):

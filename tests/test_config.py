@@ -4,7 +4,8 @@ import os
 import pytest
 import yaml
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import SECTIONS, PipelineConfig, known_keys, load_config
+from trainer_module.options import TrainOptions
 
 
 def _write(tmp_path, data, name="c.yaml"):
@@ -16,8 +17,9 @@ def _write(tmp_path, data, name="c.yaml"):
 def test_defaults_and_overrides():
     config = load_config(None, {"data_root": "/d", "workdir": "/w", "epochs": "3",
                                 "image_size": 64, "train_steps": None})
-    assert config.epochs == 3 and config.image_size == 64
-    assert config.train_steps is None and config.batch_size == PipelineConfig.batch_size
+    assert config.training.epochs == 3 and config.training.image_size == 64
+    assert config.training.train_steps is None
+    assert config.training.batch_size == TrainOptions.batch_size
     assert config.pipeline_root == os.path.join("/w", "pipeline_root")
     assert config.metadata_path == os.path.join("/w", "metadata.sqlite")
     assert config.serving_dir == os.path.join("/w", "serving")
@@ -29,9 +31,9 @@ def test_yaml_then_overrides_win(tmp_path):
                              "ingest_beam_args": ["--direct_num_workers=4"]})
     config = load_config(path, {"epochs": 2, "batch_size": None})
     assert config.data_root == "/from/yaml"
-    assert config.epochs == 2  # override wins
-    assert config.batch_size == 4  # a None override does not clobber the file
-    assert config.verify_images is False
+    assert config.training.epochs == 2  # override wins
+    assert config.training.batch_size == 4  # a None override does not clobber the file
+    assert config.ingest.verify_images is False
     assert config.ingest_beam_args == ["--direct_num_workers=4"]
 
 
@@ -39,13 +41,18 @@ def test_string_coercion_from_env_style_values():
     config = load_config(None, {"data_root": "/d", "verify_images": "false", "xla": "1",
                                 "learning_rate": "0.01", "max_side": "1024",
                                 "beam_pipeline_args": "--runner=DirectRunner --a=b"})
-    assert config.verify_images is False and config.xla is True
-    assert config.learning_rate == pytest.approx(0.01) and config.max_side == 1024
+    assert config.ingest.verify_images is False and config.training.xla is True
+    assert config.training.learning_rate == pytest.approx(0.01)
+    assert config.ingest.max_side == 1024
     assert config.beam_pipeline_args == ["--runner=DirectRunner", "--a=b"]
     assert load_config(None, {"data_root": "/d", "backup_interval_s": "30"}) \
-        .backup_interval_s == 30.0
-    assert load_config(None, {"data_root": "/d", "backup_interval_s": "none"}) \
-        .backup_interval_s is None
+        .training.backup_interval_s == 30.0
+    for unset in ("none", "off", "", "null"):
+        assert load_config(None, {"data_root": "/d", "backup_interval_s": unset}) \
+            .training.backup_interval_s is None
+    # An Optional string is unset by the same words; a plain string keeps them.
+    config = load_config(None, {"data_root": "/d", "schema_path": "none", "weights": "none"})
+    assert config.validation.schema_path is None and config.training.weights == "none"
 
 
 def test_yaml_is_safe_loaded(tmp_path):
@@ -68,6 +75,15 @@ def test_yaml_is_safe_loaded(tmp_path):
     ({"image_size": "big"}, "image_size='big'"),
     ({"verify_images": "maybe"}, "verify_images"),
     ({"unknown_key": 1}, "unknown config key"),
+    ({"training": {"layout": "csv"}}, "unknown config key.*training.layout"),
+    ({"seed": -1}, "seed=-1"),
+    ({"random_crop": True, "cache": "memory"}, "random_crop=true with cache='memory'"),
+    ({"resources": {"Trainr": {"cpu": 2}}}, "unknown component 'Trainr'"),
+    ({"trainer_accelerator": "NVIDIA_L4"}, "set both"),
+    ({"beam_runner": "spark"}, "beam_runner='spark'"),
+    ({"imbalance_ratio": 0.5}, "imbalance_ratio=0.5"),
+    ({"max_pixels": 0}, "max_pixels=0"),
+    ({"epochs": None, "batch_size": "x"}, "batch_size='x': must be a finite int"),
     ({"data_root": ""}, "data_root"),
     ({"jpeg_quality": 101}, "jpeg_quality"),
     ({"min_accuracy": 2}, "min_accuracy"),
@@ -123,20 +139,16 @@ def test_top_level_must_be_mapping(tmp_path):
         load_config(str(path))
 
 
-def test_trainer_config_is_json_able():
-    import json
-    config = load_config(None, {"data_root": "/d"})
-    assert json.loads(json.dumps(config.trainer_config()))["image_size"] == 300
-
-
 def test_service_account_is_an_email_of_a_service_account_or_unset():
-    assert load_config(None, {"data_root": "/d"}).service_account is None
+    assert load_config(None, {"data_root": "/d"}).cluster.service_account is None
     for email in ("trainer@my-proj.iam.gserviceaccount.com",
                   "123456789-compute@developer.gserviceaccount.com"):
         assert load_config(None, {"data_root": "/d", "service_account": email}) \
-            .service_account == email
+            .cluster.service_account == email
+    assert load_config(None, {"data_root": "/d", "service_account": ""}) \
+        .cluster.service_account is None  # `--set service_account=` unsets it
     for bad in ("trainer", "trainer@gmail.com", "Trainer@p.iam.gserviceaccount.com",
-                "trainer@my-proj.iam.gserviceaccount.com.evil.org", ""):
+                "trainer@my-proj.iam.gserviceaccount.com.evil.org"):
         with pytest.raises(ValueError) as err:
             load_config(None, {"data_root": "/d", "service_account": bad})
         message = str(err.value)
@@ -144,23 +156,38 @@ def test_service_account_is_an_email_of_a_service_account_or_unset():
         assert "\n" not in message
 
 
-@pytest.mark.parametrize("accelerator, count, kind, asked", [
-    (None, 0, None, None),
-    ("NVIDIA_TESLA_T4", 1, "GPU", "NVIDIA_TESLA_T4 x1"),
-    ("NVIDIA_L4", 2, "GPU", "NVIDIA_L4 x2"),
-    ("TPU_V3", 8, "TPU", "TPU_V3 x8"),
-])
-def test_trainer_config_carries_what_trainer_accelerator_asks_for(accelerator, count, kind,
-                                                                   asked):
-    import json
-    config = load_config(None, {"data_root": "/d", "trainer_accelerator": accelerator,
-                                "trainer_accelerator_count": count})
-    custom = json.loads(json.dumps(config.trainer_config()))
-    assert (custom["accelerator"], custom["accelerator_request"]) == (kind, asked)
-
-
 def test_gpu_image_defaults_to_unset_and_is_a_plain_setting(tmp_path):
-    assert load_config(None, {"data_root": "/d"}).gpu_image == ""
+    assert load_config(None, {"data_root": "/d"}).cluster.gpu_image == ""
     path = _write(tmp_path, {"data_root": "/d", "gpu_image": "r/imgpipe-gpu:0.1"})
-    assert load_config(path).gpu_image == "r/imgpipe-gpu:0.1"
-    assert load_config(path, {"gpu_image": "r/other:2"}).gpu_image == "r/other:2"
+    assert load_config(path).cluster.gpu_image == "r/imgpipe-gpu:0.1"
+    assert load_config(path, {"gpu_image": "r/other:2"}).cluster.gpu_image == "r/other:2"
+
+
+def test_sections_flat_and_nested_keys_reach_every_setting(tmp_path):
+    """Each setting has one home (its layer's options class); YAML may name it flat, as
+    configs always did, or under its section."""
+    path = _write(tmp_path, {"data_root": "/d", "epochs": 7, "random_crop": True,
+                             "training": {"seed": 3, "batch_size": 8},
+                             "ingest": {"max_side": 512}, "evaluation": {"min_accuracy": 0.8},
+                             "cluster": {"image": "r/imgpipe:1"}, "validation": {
+                                 "imbalance_ratio": 4}})
+    config = load_config(path, {"training": {"batch_size": "16"}})
+    assert (config.training.epochs, config.training.seed, config.training.batch_size) == (
+        7, 3, 16)
+    assert config.training.random_crop is True and config.ingest.max_side == 512
+    assert config.evaluation.min_accuracy == 0.8 and config.cluster.image == "r/imgpipe:1"
+    assert config.validation.imbalance_ratio == 4.0
+    declared = {f for cls in SECTIONS.values() for f in cls.__dataclass_fields__}
+    assert set(known_keys()) == declared | {"workdir", "pipeline_name", "enable_cache",
+                                            "ingest_beam_args", "beam_pipeline_args"}
+    assert {"random_crop", "seed"} <= set(known_keys())
+
+
+def test_every_default_is_the_sections_own():
+    config = load_config(None, {"data_root": "/d"})
+    for name, cls in SECTIONS.items():
+        section = getattr(config, name)
+        assert isinstance(section, cls)
+        if name != "ingest":
+            assert section == cls(), name
+    assert isinstance(config, PipelineConfig)

@@ -343,7 +343,7 @@ def test_bad_resources_fail_at_config_time():
         _config(resources={"Trainer": {"memory": "lots"}})
     with pytest.raises(ValueError, match="set both"):
         _config(trainer_accelerator_count=0)
-    assert _config(resources="{Pusher: {cpu: 1}}").resources == {"Pusher": {"cpu": 1}}
+    assert _config(resources="{Pusher: {cpu: 1}}").cluster.resources == {"Pusher": {"cpu": 1}}
 
 
 # The Trainer on an NVIDIA GPU runs the GPU variant of the image (gpu_image).

@@ -101,8 +101,8 @@ def run_b(world):
 
 @pytest.fixture(scope="module")
 def run_c(world):
-    template = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipeline", "schema",
-                            "schema.pbtxt")
+    template = os.path.join(os.path.dirname(os.path.dirname(__file__)), "components",
+                            "data_validation", "schema_template.pbtxt")
     strict = world["tmp"] / "strict.pbtxt"
     with open(template, encoding="utf-8") as f:
         strict.write_text(f.read().replace('value: "jpeg"', ""))

@@ -31,7 +31,7 @@ def test_config_from_env_reads_imgpipe_variables(tmp_path):
     cfg.write_text(yaml.safe_dump({"epochs": 3, "data_root": "/from/yaml"}))
     config = config_from_env({"IMGPIPE_DATA_ROOT": "/data", "IMGPIPE_WORKDIR": "/wd",
                               "IMGPIPE_CONFIG": str(cfg)})
-    assert (config.data_root, config.workdir, config.epochs) == ("/data", "/wd", 3)
+    assert (config.data_root, config.workdir, config.training.epochs) == ("/data", "/wd", 3)
 
 
 def test_config_from_env_requires_settings():

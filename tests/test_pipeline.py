@@ -5,8 +5,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.config import load_config
-from pipeline.pipeline import (CURATED_SCHEMA, SETUP_PY, create_pipeline, eval_config,
+from pipeline.pipeline import (CURATED_SCHEMA, SETUP_PY, create_pipeline, trainer_config,
                                with_dependency_flag)
 
 ORDER = ["ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
@@ -125,17 +127,6 @@ def test_validate_only_stops_at_the_gate(tmp_path):
     assert ids == ORDER[:5]
 
 
-def test_eval_config_thresholds(tmp_path):
-    cfg = eval_config(_config(tmp_path, min_accuracy=0.7, max_accuracy_drop=0.02))
-    (spec,) = cfg.model_specs
-    assert (spec.signature_name, spec.label_key, spec.prediction_key) == (
-        "from_examples", "label", "probabilities")
-    accuracy = cfg.metrics_specs[0].metrics[0]
-    assert accuracy.class_name == "SparseCategoricalAccuracy"
-    assert accuracy.threshold.value_threshold.lower_bound.value == 0.7
-    assert accuracy.threshold.change_threshold.absolute.value < -0.02 + 1e-9
-
-
 def test_dependency_flag_added_once():
     assert with_dependency_flag([]) == []
     assert with_dependency_flag(["--direct_num_workers=2"]) == [
@@ -168,3 +159,24 @@ def test_a_local_run_does_not_import_google_cloud_aiplatform(tmp_path):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [10, []]
+
+
+def test_trainer_config_is_json_able():
+    import json
+    config = load_config(None, {"data_root": "/d"})
+    assert json.loads(json.dumps(trainer_config(config, restarts=False, cluster_accelerator=True)))["image_size"] == 300
+
+
+@pytest.mark.parametrize("accelerator, count, kind, asked", [
+    (None, 0, None, None),
+    ("NVIDIA_TESLA_T4", 1, "GPU", "NVIDIA_TESLA_T4 x1"),
+    ("NVIDIA_L4", 2, "GPU", "NVIDIA_L4 x2"),
+    ("TPU_V3", 8, "TPU", "TPU_V3 x8"),
+])
+def test_trainer_config_carries_what_trainer_accelerator_asks_for(accelerator, count, kind,
+                                                                   asked):
+    import json
+    config = load_config(None, {"data_root": "/d", "trainer_accelerator": accelerator,
+                                "trainer_accelerator_count": count})
+    custom = json.loads(json.dumps(trainer_config(config, restarts=False, cluster_accelerator=True)))
+    assert (custom["accelerator"], custom["accelerator_request"]) == (kind, asked)

@@ -21,7 +21,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from trainer_module import features, image_ops, model, preprocessing
 
 S = 16
-SCHEMA = os.path.join(os.path.dirname(__file__), os.pardir, "pipeline", "schema", "schema.pbtxt")
+SCHEMA = os.path.join(os.path.dirname(__file__), os.pardir, "components", "data_validation",
+                      "schema_template.pbtxt")
 
 
 def _encode(array: np.ndarray, fmt: str) -> bytes:

@@ -216,9 +216,12 @@ def test_run_fn_checks_the_accelerator_before_training(monkeypatch):
 def test_a_gpu_trainer_process_without_a_gpu_stops_at_once_with_one_line(tmp_path):
     """A GPU Trainer on the CPU image, end to end: the config's custom_config, through JSON
     as TFX hands it over, into run_fn in a fresh process that sees no GPU."""
-    from pipeline.config import PipelineConfig
-    custom_config = PipelineConfig(data_root="/d", trainer_accelerator="NVIDIA_TESLA_T4",
-                                   trainer_accelerator_count=1).trainer_config()
+    from pipeline.config import load_config
+    from pipeline.pipeline import trainer_config
+    custom_config = trainer_config(
+        load_config(None, {"data_root": "/d", "trainer_accelerator": "NVIDIA_TESLA_T4",
+                           "trainer_accelerator_count": 1}),
+        restarts=True, cluster_accelerator=True)
     script = (
         "import json, sys, types\n"
         "from trainer_module import train\n"

@@ -100,7 +100,7 @@ def write_tiny_examples(root, *, num_classes: int = 2, per_class: int = 4,
 
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "pipeline", "schema", "schema.pbtxt")
+                           "components", "data_validation", "schema_template.pbtxt")
 
 
 def write_transform_graph(out_dir, temp_dir, *, image_size: int, num_classes: int = 2,

@@ -17,16 +17,10 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from trainer_module import features, image_ops, model
-
-SERVING_SIGNATURE = "serving_default"
-EXAMPLES_SIGNATURE = "from_examples"
-SERVING_INPUT_KEY = "image_bytes"
-EXAMPLES_INPUT_KEY = "examples"
-PROBABILITIES_KEY = "probabilities"
-LABEL_OUTPUT_KEY = "label"
-# The vocabulary next to the SavedModel (TF Serving's extra-assets folder), one name per line
-# in class-id order, for tools that show more than the top label (`imgpipe predict --top-k`).
-LABELS_ASSET = os.path.join("assets.extra", "labels.txt")
+# The serving contract's names live in the contract module; re-exported for callers here.
+from trainer_module.features import (  # pylint: disable=unused-import
+    EXAMPLES_INPUT_KEY, EXAMPLES_SIGNATURE, LABEL_OUTPUT_KEY, LABELS_ASSET, PROBABILITIES_KEY,
+    SERVING_INPUT_KEY, SERVING_SIGNATURE)
 
 
 def _parse(examples: tf.Tensor) -> dict:

@@ -22,6 +22,8 @@ import urllib.request
 import tensorflow as tf
 import tf_keras
 
+from trainer_module.options import TrainOptions
+
 BACKBONE_NAME = "efficientnetb3"
 FROM_SCRATCH_BN_MOMENTUM = 0.9
 NUM_BLOCKS = 7  # EfficientNet stages block1 .. block7
@@ -144,8 +146,9 @@ def skip_autograph_for_tf_keras() -> None:
     ag_config.CONVERSION_RULES = tuple(rules) + (ag_config.DoNotConvert("tf_keras"),)
 
 
-def build_model(num_classes: int, *, image_size: int = 300, weights="none",
-                dropout: float = 0.2, augment: bool = True):
+def build_model(num_classes: int, *, image_size: int = TrainOptions.image_size,
+                weights: str = TrainOptions.weights, dropout: float = TrainOptions.dropout,
+                augment: bool = TrainOptions.augment):
     """Returns (training_model, inference_model, backbone); see the module docstring.
 
     Pretrained weights: the backbone starts frozen (stage 1 trains the head only).

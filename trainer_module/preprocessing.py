@@ -16,15 +16,16 @@ import numbers
 import tensorflow as tf
 
 from trainer_module import features, image_ops
+from trainer_module.options import TrainOptions
 
-DEFAULT_IMAGE_SIZE = 300
+DEFAULT_IMAGE_SIZE = TrainOptions.image_size
 # The range the backbone expects its float input in. tf_keras EfficientNet starts with its
 # own Rescaling(1/255) + Normalization, so it wants raw [0, 255] pixels: a plain cast.
 BACKBONE_INPUT_RANGE = (0.0, 255.0)
 
 
 def image_size_from_config(custom_config: dict | None) -> int:
-    """`custom_config['image_size']` (default 300); ValueError unless an int >= 1."""
+    """`custom_config['image_size']` (default TrainOptions'); ValueError unless an int >= 1."""
     value = (custom_config or {}).get("image_size", DEFAULT_IMAGE_SIZE)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"custom_config['image_size']={value!r}: must be an int >= 1.")
@@ -39,7 +40,7 @@ def transform_images(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
 def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
     """TFT preprocessing_fn: {image tf.string [B, 1], label int64 [B, 1]} -> the contract above.
 
-    `custom_config['image_size']` sets S (default 300).
+    `custom_config['image_size']` sets S (default TrainOptions.image_size).
     """
     image_size = image_size_from_config(custom_config)
     return {

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 import tensorflow as tf
 import tf_keras
 
-STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from trainer_module.options import PRECISIONS, STRATEGIES
+
 AUTO_POLICY = {"cpu": "float32", "gpu": "mixed_float16", "tpu": "mixed_bfloat16"}
 GCE_METADATA = ("metadata.google.internal", 80)  # named Cloud TPUs are looked up through it
 

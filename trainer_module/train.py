@@ -29,6 +29,7 @@ execution); give a fresh one for a fresh run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -42,17 +43,8 @@ import tensorflow as tf
 import tf_keras
 
 from trainer_module import dataset, export, features, model, strategy as strategy_lib
+from trainer_module.options import TrainOptions, profile_batch as _profile_batch
 
-DEFAULTS = {
-    "image_size": 300, "batch_size": 32, "epochs": 5, "learning_rate": 1e-3,
-    "lr_schedule": "constant",
-    "fine_tune_epochs": 0, "fine_tune_blocks": 2, "fine_tune_learning_rate": 1e-5,
-    "dropout": 0.2, "label_smoothing": 0.1, "augment": True, "weights": "none",
-    "strategy": "auto", "precision": "auto", "xla": False, "cache": "auto",
-    "shuffle_buffer": 2048, "profile_batches": None, "tpu_address": None,
-    "train_steps": None, "eval_steps": None, "seed": None, "random_crop": False,
-    "backup_interval_s": 60.0, "max_pixels": features.MAX_PIXELS,
-}
 HEAD, FINE_TUNE = "head", "fine_tune"
 TIMINGS_FILE = "timings.json"
 
@@ -68,19 +60,6 @@ def _split_size(file_pattern, split: str) -> Optional[int]:
 
 def _as_list(files) -> list:
     return [os.fspath(files)] if isinstance(files, (str, os.PathLike)) else list(files)
-
-
-def _profile_batch(value):
-    """profile_batches -> TensorBoard's profile_batch: 0 (off), a batch, or "start,stop"."""
-    if value in (None, "", 0):
-        return 0
-    text = str(value).replace(" ", "")
-    parts = text.split(",")
-    if not (1 <= len(parts) <= 2 and all(p.isdigit() and int(p) > 0 for p in parts)
-            and int(parts[0]) <= int(parts[-1])):
-        raise ValueError(f"profile_batches={value!r}: give one batch (5) or a window "
-                         "'start,stop' of batch numbers >= 1.")
-    return text if len(parts) == 2 else int(parts[0])
 
 
 def _one_hot(num_classes: int):
@@ -252,7 +231,8 @@ def _callbacks(model_run_dir: str, stage: str, end_epoch: int, profile_batch,
 
 def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
                      model_run_dir: str, serving_model_dir: str,
-                     transform_output_dir: Optional[str] = None, **config) -> dict:
+                     transform_output_dir: Optional[str] = None,
+                     max_pixels: int = features.MAX_PIXELS, **config) -> dict:
     """Trains (resuming an interrupted run in `model_run_dir`) and exports.
 
     Args:
@@ -260,7 +240,9 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
       model_run_dir: backups, checkpoints and TensorBoard logs (see the module docstring).
       serving_model_dir: where the SavedModel goes (chief only).
       transform_output_dir: Transform graph for the from_examples signature, if any.
-      **config: keys of DEFAULTS. batch_size is per replica (see strategy.py).
+      max_pixels: the exported serving signature refuses larger images (the ingest's
+        limit, IngestOptions.max_pixels).
+      **config: TrainOptions fields (options.py). batch_size is per replica (strategy.py).
 
     Returns:
       {stage: {"epoch": [0-based epochs run by this call], metric: [values]}} for each
@@ -272,11 +254,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         normalizes to [0, 1].
     """
     started, timings = time.monotonic(), {}
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown training settings: {sorted(unknown)}; known: "
-                         f"{sorted(DEFAULTS)}.")
-    cfg = {**DEFAULTS, **config}
+    cfg = dataclasses.asdict(TrainOptions.from_dict(config))
     train_files, eval_files = _as_list(train_files), _as_list(eval_files)
     profile_batch = _profile_batch(cfg["profile_batches"])
     cfg["cache"] = resolve_cache(cfg["cache"], cfg["image_size"], train_files, eval_files,
@@ -365,7 +343,7 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         export.export_model(
             inference_model, class_names, size, target, transform_output_dir,
             sample_examples=_sample_examples(eval_files) if transform_output_dir else None,
-            max_pixels=cfg["max_pixels"])
+            max_pixels=max_pixels)
     finally:
         if not chief:
             shutil.rmtree(target, ignore_errors=True)
@@ -378,10 +356,10 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point. Settings arrive in `fn_args.custom_config` (see DEFAULTS).
+    """TFX Trainer entry point. Settings arrive in `fn_args.custom_config`: TrainOptions
+    fields and `max_pixels` (pipeline.trainer_config).
 
-    custom_config may also carry `accelerator` and `accelerator_request`
-    (PipelineConfig.trainer_config): checked first of all, so a Trainer that asked for a GPU
+    custom_config may also carry `accelerator` and `accelerator_request`: checked first of all, so a Trainer that asked for a GPU
     or TPU it cannot use fails at once (RuntimeError, one line) instead of training on the CPU.
     """
     # Under vertex_training TFX's Google Cloud extension hands run_fn, inside the custom job,
@@ -390,7 +368,7 @@ def run_fn(fn_args) -> None:
               if not k.startswith("ai_platform_")}
     strategy_lib.check_accelerator(
         config.pop("accelerator", None), config.pop("accelerator_request", None),
-        strategy=config.get("strategy", DEFAULTS["strategy"]),
+        strategy=config.get("strategy", TrainOptions.strategy),
         tpu_address=config.get("tpu_address"))
     train_and_export(
         fn_args.train_files, fn_args.eval_files, model_run_dir=fn_args.model_run_dir,

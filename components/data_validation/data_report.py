@@ -20,8 +20,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from components.image_example_gen import sources
 from trainer_module import features
+
+
+def _gfile():
+    """tf.io.gfile, imported on first use (reading the verdict needs no TensorFlow)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf.io.gfile
 
 REPORT_PAGE = "index.html"
 SAMPLES_PNG = "samples.png"
@@ -43,7 +48,7 @@ def sample_grid(examples_uri: str, classes: Sequence[str], per_class: int = 4,
     filled = [0] * len(classes)
     for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
         folder = os.path.join(examples_uri, f"Split-{split}")
-        if not sources.gfile().isdir(folder) or all(n >= per_class for n in filled):
+        if not _gfile().isdir(folder) or all(n >= per_class for n in filled):
             continue
         files = dataset.list_shards(folder)
         records = tf.data.TFRecordDataset(files, dataset.shard_compression(files))
@@ -67,7 +72,7 @@ def histogram(statistics_uri: str, feature: str,
     """[(low, high, count)] of a numeric feature from StatisticsGen's output (no decode)."""
     import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
     path = os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb")
-    if not sources.gfile().exists(path):
+    if not _gfile().exists(path):
         return []
     stats = tfdv.load_stats_binary(path)
     for dataset_stats in stats.datasets:
@@ -103,7 +108,7 @@ def write_page(out_dir: str, title: str, sections: Sequence[str]) -> str:
             "ul.warn li{color:#a60}ol.plain{font-size:90%}h1{border-top:1px solid #ccc;"
             "padding-top:.5em}</style></head><body>" + "".join(sections) + "</body></html>")
     path = os.path.join(out_dir, REPORT_PAGE)
-    with sources.gfile().GFile(path, "w") as f:
+    with _gfile().GFile(path, "w") as f:
         f.write(page)
     return path
 
@@ -114,7 +119,7 @@ def single_file(out_dir: str) -> str:
     its URI, so a page that links files beside it would show broken pictures there."""
     import base64  # pylint: disable=g-import-not-at-top
     import re  # pylint: disable=g-import-not-at-top
-    gfile = sources.gfile()
+    gfile = _gfile()
     with gfile.GFile(os.path.join(out_dir, REPORT_PAGE), "r") as f:
         page = f.read()
 
@@ -137,7 +142,7 @@ def render(out_dir: str, *, examples_uri: str, statistics_uri: Optional[str],
     `lead`: HTML sections placed before the data sections (the run report's).
     """
     from PIL import Image  # pylint: disable=g-import-not-at-top
-    gfile = sources.gfile()
+    gfile = _gfile()
     gfile.makedirs(out_dir)
     classes = list(report.get("classes", []))
     grid = sample_grid(examples_uri, classes, per_class)

@@ -8,6 +8,7 @@ import os
 from absl import logging
 from typing import Any, Dict, List, Optional
 
+import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.proto.orchestration import execution_result_pb2
@@ -15,7 +16,6 @@ from tfx.types import artifact_utils
 
 from components.data_validation import checks, data_report
 from components.data_validation import schema as schema_lib
-from components.image_example_gen import sources
 from trainer_module import features
 
 SCHEMA_FILE = "schema.pbtxt"  # inside a Schema artifact, as SchemaGen writes it
@@ -23,7 +23,7 @@ ANOMALIES_FILE = "SchemaDiff.pb"  # per split, as ExampleValidator writes it
 
 
 def read_json(path: str) -> dict:
-    with sources.gfile().GFile(path, "r") as f:
+    with tf.io.gfile.GFile(path, "r") as f:
         return json.load(f)
 
 
@@ -52,8 +52,8 @@ def generated_schema_text(template_path: Optional[str], examples_uri: str) -> st
 def schema_text(schema_path: str, template_path: Optional[str], examples_uri: str,
                 create: bool) -> str:
     """The schema file's text, or, when it does not exist yet, the text a run will write."""
-    if sources.gfile().exists(schema_path):
-        with sources.gfile().GFile(schema_path, "r") as f:
+    if tf.io.gfile.exists(schema_path):
+        with tf.io.gfile.GFile(schema_path, "r") as f:
             return f.read()
     if not create:
         raise RuntimeError(f"schema file {schema_path} does not exist.")
@@ -62,8 +62,8 @@ def schema_text(schema_path: str, template_path: Optional[str], examples_uri: st
 
 def write_dataset_schema(schema_path: str, template_path: Optional[str], examples_uri: str):
     """Writes the dataset schema for the vocabulary of `examples_uri`; returns it."""
-    sources.gfile().makedirs(os.path.dirname(schema_path) or ".")
-    with sources.gfile().GFile(schema_path, "w") as f:
+    tf.io.gfile.makedirs(os.path.dirname(schema_path) or ".")
+    with tf.io.gfile.GFile(schema_path, "w") as f:
         f.write(generated_schema_text(template_path, examples_uri))
     return load_schema(schema_path)
 
@@ -82,10 +82,10 @@ class SchemaExecutor(base_executor.BaseExecutor):
         path = exec_properties["schema_path"]
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         output = artifact_utils.get_single_instance(output_dict["schema"])
-        created = not path or not sources.gfile().exists(path)
+        created = not path or not tf.io.gfile.exists(path)
         if created and not exec_properties["create"]:
             raise RuntimeError(f"schema file {path} does not exist.")
-        sources.gfile().makedirs(output.uri)  # the KFP launcher creates only its parent
+        tf.io.gfile.makedirs(output.uri)  # the KFP launcher creates only its parent
         target = os.path.join(output.uri, SCHEMA_FILE)
         if created:
             schema = write_dataset_schema(path or target, exec_properties.get("template_path"),
@@ -104,7 +104,7 @@ def load_anomalies(anomalies_uri: str) -> dict:
     out = {}
     for split in features.SPLITS:
         path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
-        if sources.gfile().exists(path):
+        if tf.io.gfile.exists(path):
             out[split] = anomalies_util.load_anomalies_binary(path)
     return out
 
@@ -172,8 +172,8 @@ class GateExecutor(base_executor.BaseExecutor):
                 execution_result=execution_result_pb2.ExecutionResult(
                     code=1, result_message=failure_message(
                         verdict, exec_properties["accept_hint"])))
-        sources.gfile().makedirs(result.uri)
-        with sources.gfile().GFile(os.path.join(result.uri, data_report.VERDICT_JSON), "w") as f:
+        tf.io.gfile.makedirs(result.uri)
+        with tf.io.gfile.GFile(os.path.join(result.uri, data_report.VERDICT_JSON), "w") as f:
             json.dump(verdict, f, indent=1, ensure_ascii=False)
         result.set_int_custom_property("passed", 1)
         result.set_int_custom_property("warnings", len(verdict["warnings"]))

@@ -1,6 +1,6 @@
 """The per-dataset schema: the curated template tightened to one dataset's vocabulary.
 
-Starting from the curated template (`pipeline/schema/schema.pbtxt`: types, presence 100%,
+Starting from the curated template (`schema_template.pbtxt` next to this module: types, presence 100%,
 image domain, allowed formats), `dataset_schema` sets
   label       int domain [0, C-1]
   label_name  string domain = the vocabulary (labels.txt order)
@@ -18,8 +18,8 @@ from trainer_module import features
 
 # The curated template shipped with this code (the project is installed editable, in the
 # image too), found next to the code that runs rather than by a path compiled into a spec.
-CURATED_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "pipeline", "schema", "schema.pbtxt")
+CURATED_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "schema_template.pbtxt")
 
 
 def _feature(schema: schema_pb2.Schema, name: str) -> schema_pb2.Feature:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"ImageExampleGen": "component", "IngestImages": "ingest", "IngestOptions": "ingest"}
+_EXPORTS = {"ImageExampleGen": "component", "IngestImages": "ingest", "IngestOptions": "options"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -27,7 +27,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.image_example_gen import driver, executor
-from components.image_example_gen.ingest import IngestOptions
+from components.image_example_gen.options import IngestOptions
 
 
 class ImageExampleGenSpec(types.ComponentSpec):

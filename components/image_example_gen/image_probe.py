@@ -41,11 +41,12 @@ import struct
 import numpy as np
 from PIL import Image
 
+from components.image_example_gen.options import IngestOptions
 from trainer_module import features
 
 FORMATS_TF_DECODES = ("jpeg", "png", "gif", "bmp")
-DEFAULT_MAX_PIXELS = features.MAX_PIXELS
-_UNSUPPORTED_CHOICES = ("reencode", "quarantine")
+# probe_image's defaults are IngestOptions' (declared and validated there, once).
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(IngestOptions)}
 _PIL_NAMES = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP",
               "tiff": "TIFF", "avif": "AVIF", "heic": "HEIF", "jpeg2000": "JPEG2000",
               "ico": "ICO", "psd": "PSD", "ppm": "PPM", "qoi": "QOI", "dds": "DDS"}
@@ -114,22 +115,6 @@ def _why(err: BaseException) -> str:
 
 def _fail(reason: str, detail: str, source_format: str | None = None) -> ProbeResult:
     return ProbeResult(ok=False, reason=reason, detail=detail, source_format=source_format)
-
-
-def check_args(verify, max_pixels, max_side, jpeg_quality, unsupported) -> None:
-    """Raises ValueError naming the first bad `probe_image` argument."""
-    def positive_int(x):
-        return isinstance(x, int) and not isinstance(x, bool) and x > 0
-    if not isinstance(verify, bool):
-        raise ValueError(f"verify must be True or False, got {verify!r}")
-    if not positive_int(max_pixels):
-        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
-    if max_side is not None and not positive_int(max_side):
-        raise ValueError(f"max_side must be None or a positive int, got {max_side!r}")
-    if not positive_int(jpeg_quality) or jpeg_quality > 100:
-        raise ValueError(f"jpeg_quality must be an int in 1..100, got {jpeg_quality!r}")
-    if unsupported not in _UNSUPPORTED_CHOICES:
-        raise ValueError(f"unsupported must be one of {_UNSUPPORTED_CHOICES}, got {unsupported!r}")
 
 
 def _pil_open(data: bytes, fmt: str):
@@ -240,11 +225,15 @@ def _tf_decode_shape(data: bytes):
     return tuple(int(d) for d in image.shape), None
 
 
-def probe_image(data: bytes, *, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
-                max_side: int | None = None, jpeg_quality: int = 90,
-                unsupported: str = "reencode") -> ProbeResult:
-    """Ingest-or-quarantine decision for one file's raw bytes (see the module docstring)."""
-    check_args(verify, max_pixels, max_side, jpeg_quality, unsupported)
+def probe_image(data: bytes, *, verify: bool = _DEFAULTS["verify_images"],
+                max_pixels: int = _DEFAULTS["max_pixels"],
+                max_side: int | None = _DEFAULTS["max_side"],
+                jpeg_quality: int = _DEFAULTS["jpeg_quality"],
+                unsupported: str = _DEFAULTS["unsupported_formats"]) -> ProbeResult:
+    """Ingest-or-quarantine decision for one file's raw bytes (see the module docstring).
+
+    The settings are IngestOptions' (validated there); `data` must be bytes.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data)

@@ -71,99 +71,12 @@ from typing import Iterable, Optional
 import apache_beam as beam
 
 from components.image_example_gen import image_probe, report, shards, sources
+from components.image_example_gen.options import IngestOptions
 from trainer_module import features
 
-COMPRESSIONS = ("none", "gzip")
-UNSUPPORTED_POLICIES = ("reencode", "quarantine")
 MAX_FILE_BYTES = 1 << 30  # larger files are quarantined unread ("file_too_large")
 QUARANTINED_TAG = "quarantined"
 META_TAG = "meta"
-
-
-@dataclasses.dataclass(frozen=True)
-class IngestOptions:
-    """What to ingest and how; JSON-serializable so TFX can pass it as an exec property.
-
-    Attributes:
-      data_root: folder (class folders or pre-split tree) or CSV manifest; any gfile path.
-      layout: one of sources.LAYOUTS; "auto" is resolved by IngestImages.
-      eval_fraction, test_fraction: of images whose split the layout does not give.
-      verify_images: full TF decode of every stored image (corrupt files never reach
-        training); off, only headers and end markers are checked, so a corrupt image (a
-        bad PNG checksum, say) can be stored and fail later, in training.
-      max_pixels: decompression-bomb limit, checked from the header before decoding.
-      max_side: downscale larger images to this longest side, re-encoded as JPEG at
-        jpeg_quality (PNG when they have alpha); None keeps the original bytes.
-      unsupported_formats: "reencode" (WebP, TIFF, ... -> lossless PNG) or "quarantine".
-      num_shards: exact shards per non-empty split; 0 sizes shards by target_shard_mb.
-      target_shard_mb: most record MB (2**20 bytes, before compression) per shard when
-        num_shards is 0.
-      compression: "none" or "gzip" TFRecords (see BENCHMARKS.md for why none is default).
-    """
-    data_root: str
-    layout: str = "auto"
-    eval_fraction: float = 0.2
-    test_fraction: float = 0.0
-    verify_images: bool = True
-    max_pixels: int = image_probe.DEFAULT_MAX_PIXELS
-    max_side: Optional[int] = None
-    jpeg_quality: int = 90
-    unsupported_formats: str = "reencode"
-    num_shards: int = 0
-    target_shard_mb: float = 128.0
-    compression: str = "none"
-
-    def __post_init__(self):
-        if not isinstance(self.data_root, str) or not self.data_root:
-            raise ValueError(f"data_root={self.data_root!r}: give a folder or CSV manifest.")
-        _choice("layout", self.layout, sources.LAYOUTS)
-        _choice("compression", self.compression, COMPRESSIONS)
-        _choice("unsupported_formats", self.unsupported_formats, UNSUPPORTED_POLICIES)
-        for name in ("eval_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name}={value!r}: must be a number in [0, 1).")
-        if self.eval_fraction + self.test_fraction >= 1.0:
-            raise ValueError(f"eval_fraction + test_fraction = "
-                             f"{self.eval_fraction + self.test_fraction}: must be < 1.")
-        if isinstance(self.num_shards, bool) or not isinstance(self.num_shards, int) \
-                or self.num_shards < 0:
-            raise ValueError(f"num_shards={self.num_shards!r}: must be an int >= 0 "
-                             "(0 = by target_shard_mb).")
-        if isinstance(self.target_shard_mb, bool) or \
-                not isinstance(self.target_shard_mb, (int, float)) or \
-                not 0 < self.target_shard_mb < 1 << 30:  # also rejects nan and inf
-            raise ValueError(f"target_shard_mb={self.target_shard_mb!r}: must be a number "
-                             "> 0 and < 2**30.")
-        image_probe.check_args(self.verify_images, self.max_pixels, self.max_side,
-                               self.jpeg_quality, self.unsupported_formats)
-
-    @property
-    def target_shard_bytes(self) -> int:
-        return max(1, int(self.target_shard_mb * (1 << 20)))
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "IngestOptions":
-        values = json.loads(text)
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown IngestOptions fields {sorted(unknown)}.")
-        return cls(**values)
-
-    @classmethod
-    def from_config(cls, config) -> "IngestOptions":
-        """Takes every IngestOptions field that `config` (e.g. PipelineConfig) has by name."""
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)
-                      if hasattr(config, f.name)})
-
-
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r}: must be one of {', '.join(allowed)}.")
 
 
 def split_for_hash(sha256_hex: str, eval_fraction: float, test_fraction: float) -> str:

@@ -56,9 +56,9 @@ from typing import Iterable, Iterator, NamedTuple, Optional
 
 import apache_beam as beam
 
+from components.image_example_gen.options import LAYOUTS, is_inside, is_remote
 from trainer_module import features
 
-LAYOUTS = ("auto", "class_folders", "pre_split", "csv")
 PRE_SPLIT_DIRS = {"train": features.TRAIN_SPLIT, "validation": features.EVAL_SPLIT,
                   "valid": features.EVAL_SPLIT, "val": features.EVAL_SPLIT,
                   "eval": features.EVAL_SPLIT, "test": features.TEST_SPLIT}
@@ -92,10 +92,6 @@ class _Folder(NamedTuple):
     label_name: str
     split: str
     skip_reason: Optional[str]
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
 
 
 def gfile():
@@ -214,19 +210,6 @@ def _check_manifest(path: str) -> None:
         raise ValueError(f"data_root={path!r} is not a CSV manifest: it holds binary data "
                          "(a zip, an image, UTF-16 text?). Give a folder, or a UTF-8 CSV of "
                          "path,label[,split].")
-
-
-def is_inside(path: str, folder: str) -> bool:
-    """True when `path` is `folder` or lies below it.
-
-    Local: `folder` must be an existing folder; symlinks are resolved. Remote: object stores
-    have no real folders, so URLs are compared as strings, without calling the service.
-    """
-    if is_remote(path) != is_remote(folder) or not (is_remote(folder) or os.path.isdir(folder)):
-        return False
-    canonical = (lambda p: p.rstrip("/")) if is_remote(folder) else os.path.realpath
-    inner, outer = canonical(path), canonical(folder)
-    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
 def check_output_dir(data_root: str, output_dir: str) -> None:
