@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from typing import Optional
 
 from pipeline import cli_common
@@ -56,6 +55,7 @@ def compile_(job: Job) -> int:
 def _submit(job: Job, schedule: bool) -> int:
     _quiet_google_libraries()
     from kubeflow import client  # pylint: disable=g-import-not-at-top
+    import tempfile  # pylint: disable=g-import-not-at-top
     args = job.args
     vertex_account: Optional[str] = args.service_account
     # The config: to compile a package now, and on Vertex for the service account the
