@@ -28,6 +28,7 @@ from kubeflow import preflight, reports, targets
 from kubeflow.options import memory_gb
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
+from trainer_module import features
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -191,7 +192,7 @@ def compile_pipeline(config: PipelineConfig, target: str,
         default_commands=list(targets.ENTRYPOINT), use_pipeline_spec_2_1=True))
     job = runner.run(pipeline, write_out=False)
     targets.finalize(
-        job, target, pipeline_root=config.pipeline_root,
+        job, target, pipeline_root=features.pipeline_root(config.workdir),
         parameter_defaults={"data_root": config.data_root, "epochs": config.training.epochs},
         class_paths=custom_type_paths(pipeline))
     set_trainer_image(job, config)

@@ -60,6 +60,7 @@ import re
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from kubeflow import targets
+from trainer_module import features
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
@@ -551,7 +552,7 @@ def _check_beam_gcs_path(field: str, path: Optional[str]) -> None:
 def check_storage(config: "PipelineConfig", target: str) -> None:
     """Refuses, at compile time, storage a task of `target` could not read or write.
 
-    - pipeline root (`config.pipeline_root`): see check_pipeline_root;
+    - pipeline root (`features.pipeline_root(config.workdir)`): see check_pipeline_root;
     - with beam_runner=dataflow: pipeline root and data root gs:// (Dataflow workers read
       and write them with Beam's filesystems and cannot see the pod's files) and
       dataflow_temp_location gs://bucket/path;
@@ -562,9 +563,9 @@ def check_storage(config: "PipelineConfig", target: str) -> None:
       ValueError: one line naming the setting, its value and what is allowed.
     """
     targets.check_target(target)
-    check_pipeline_root(config.pipeline_root, target)
+    check_pipeline_root(features.pipeline_root(config.workdir), target)
     if config.cluster.beam_runner == "dataflow":
-        for field, value in (("pipeline root", config.pipeline_root),
+        for field, value in (("pipeline root", features.pipeline_root(config.workdir)),
                              ("data_root", config.data_root)):
             if not (value or "").startswith("gs://"):
                 raise ValueError(f"{field}={value!r}: beam_runner=dataflow needs gs:// (Dataflow "

@@ -44,13 +44,13 @@ def failed_result(err: BaseException) -> Optional[str]:
 def _latest_verdict(config) -> Optional[dict]:
     """validation.json of the newest data report, or None."""
     from components.data_validation import data_report  # pylint: disable=g-import-not-at-top
-    if not os.path.isdir(config.reports_dir):
+    reports = features.reports_dir(config.workdir)
+    if not os.path.isdir(reports):
         return None
-    runs = [d for d in os.listdir(config.reports_dir) if d.startswith("data-")
-            and d[5:].isdigit()]
+    runs = [d for d in os.listdir(reports) if d.startswith("data-") and d[5:].isdigit()]
     if not runs:
         return None
-    folder = os.path.join(config.reports_dir, max(runs, key=lambda d: int(d[5:])))
+    folder = os.path.join(reports, max(runs, key=lambda d: int(d[5:])))
     with open(os.path.join(folder, data_report.VERDICT_JSON), encoding="utf-8") as f:
         verdict = json.load(f)
     verdict["report"] = os.path.join(folder, data_report.REPORT_PAGE)
@@ -77,7 +77,7 @@ def _pipeline(config, say, validate_only: bool = False) -> int:
     """Runs the local pipeline and says its outcome: FAILED when the data gate stopped it or
     the Evaluator did not bless the model (then nothing new serves)."""
     from pipeline import console, local_runner  # pylint: disable=g-import-not-at-top
-    before = latest_pushed_model(config.serving_dir)
+    before = latest_pushed_model(features.serving_dir(config.workdir))
     try:
         with console.ComponentWatcher(config.workdir, say):
             local_runner.run(config, validate_only)
@@ -102,14 +102,14 @@ def _pipeline(config, say, validate_only: bool = False) -> int:
         return OK
     from pipeline import blessing, run_report  # pylint: disable=g-import-not-at-top
     evaluation = blessing.last_evaluation(config.workdir)
-    report = run_report.build(config.workdir, config.reports_dir, evaluation)
+    report = run_report.build(config.workdir, features.reports_dir(config.workdir), evaluation)
     if report:
         reports.append(f"imgpipe: run report: {report}")
     if evaluation is not None and evaluation["per_class"]:
         say("imgpipe: eval precision/recall/F1 per class: " + ", ".join(
             f"{name} {m['precision']:.2f}/{m['recall']:.2f}/{m['f1']:.2f}"
             for name, m in evaluation["per_class"].items()))
-    pushed = latest_pushed_model(config.serving_dir)
+    pushed = latest_pushed_model(features.serving_dir(config.workdir))
     if pushed and pushed != before:
         say(f"imgpipe: pushed model: {pushed}")
         rc = OK

@@ -15,7 +15,7 @@ by `local_runner.py`). Keys are flat (`epochs: 3`; every field name is unique ac
 sections) or nested under a section (`training: {epochs: 3}`); strings are converted to the
 type each field declares. Loading settings imports neither Beam nor TensorFlow.
 
-The workdir's layout is the contract module's (trainer_module/features.py).
+The workdir's layout is the contract module's: features.pipeline_root(config.workdir), ...
 """
 from __future__ import annotations
 
@@ -60,26 +60,6 @@ class PipelineConfig:
     @property
     def data_root(self) -> str:
         return self.ingest.data_root
-
-    @property
-    def pipeline_root(self) -> str:
-        return features.pipeline_root(self.workdir)
-
-    @property
-    def metadata_path(self) -> str:
-        return features.metadata_path(self.workdir)
-
-    @property
-    def serving_dir(self) -> str:
-        return features.serving_dir(self.workdir)
-
-    @property
-    def dataset_schema_path(self) -> str:
-        return features.schema_file(self.workdir)
-
-    @property
-    def reports_dir(self) -> str:
-        return features.reports_dir(self.workdir)
 
     def validate(self) -> "PipelineConfig":
         """Checks what spans sections (each section checked itself when built); raises

@@ -23,6 +23,7 @@ _shadow = sys.path.pop(0) if sys.path and os.path.realpath(sys.path[0] or ".") =
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 from pipeline import workdir_lock  # noqa: E402
+from trainer_module import features  # noqa: E402
 if _shadow is not None:
     sys.path.insert(0, _shadow)
 
@@ -49,7 +50,7 @@ def build(config: PipelineConfig, validate_only: bool = False) -> tfx_pipeline.P
     return create_pipeline(
         config,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(
-            config.metadata_path),
+            features.metadata_path(config.workdir)),
         validate_only=validate_only, trainer_restarts=False)
 
 

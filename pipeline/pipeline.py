@@ -117,7 +117,7 @@ def create_pipeline(config: PipelineConfig, *,
         into the Schema artifact unless `schema_path` names one, the gate writes no report
         folder (the cluster's DataReport task, kubeflow/reports.py, renders it into
         an artifact before the gate), and the Pusher pushes into its `pushed_model`
-        artifact (components/artifact_pusher.py) instead of `config.serving_dir`.
+        artifact (components/artifact_pusher.py) instead of workdir/serving/.
       extra_components: a runner's own steps: called with {component id: component} of
         the wired pipeline, returns components to add (Kubeflow's report tasks). They must
         be created inside this call: TFX registers a node with the pipeline being built.
@@ -133,7 +133,7 @@ def create_pipeline(config: PipelineConfig, *,
     schema_gen = DatasetSchemaGen(
         examples=example_gen.outputs["examples"],
         schema_path=config.validation.schema_path or ("" if artifact_outputs
-                                           else config.dataset_schema_path),
+                                           else features.schema_file(config.workdir)),
         create=config.validation.schema_path is None)
 
     # Dataset statistics, for the schema check and for people reading the data.
@@ -149,7 +149,7 @@ def create_pipeline(config: PipelineConfig, *,
     gate = DataGate(
         examples=example_gen.outputs["examples"], statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"],
-        report_dir="" if artifact_outputs else config.reports_dir,
+        report_dir="" if artifact_outputs else features.reports_dir(config.workdir),
         accept_hint=accept_hint(config, artifact_outputs),
         label_skew_threshold=config.validation.label_skew_threshold,
         imbalance_ratio=config.validation.imbalance_ratio,
@@ -162,7 +162,7 @@ def create_pipeline(config: PipelineConfig, *,
             steps += extra_components({c.id: c for c in steps})
         return tfx_pipeline.Pipeline(
             pipeline_name=config.pipeline_name,
-            pipeline_root=config.pipeline_root,
+            pipeline_root=features.pipeline_root(config.workdir),
             components=steps,
             enable_cache=config.enable_cache,
             metadata_connection_config=metadata_connection_config,
@@ -220,6 +220,6 @@ def create_pipeline(config: PipelineConfig, *,
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
-                base_directory=config.serving_dir))).with_id("Pusher")
+                base_directory=features.serving_dir(config.workdir)))).with_id("Pusher")
 
     return assemble([transform, trainer, baseline, evaluator, pusher])

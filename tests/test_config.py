@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from pipeline.config import SECTIONS, PipelineConfig, known_keys, load_config
+from trainer_module import features
 from trainer_module.options import TrainOptions
 
 
@@ -20,9 +21,9 @@ def test_defaults_and_overrides():
     assert config.training.epochs == 3 and config.training.image_size == 64
     assert config.training.train_steps is None
     assert config.training.batch_size == TrainOptions.batch_size
-    assert config.pipeline_root == os.path.join("/w", "pipeline_root")
-    assert config.metadata_path == os.path.join("/w", "metadata.sqlite")
-    assert config.serving_dir == os.path.join("/w", "serving")
+    assert features.pipeline_root(config.workdir) == os.path.join("/w", "pipeline_root")
+    assert features.metadata_path(config.workdir) == os.path.join("/w", "metadata.sqlite")
+    assert features.serving_dir(config.workdir) == os.path.join("/w", "serving")
 
 
 def test_yaml_then_overrides_win(tmp_path):
