@@ -80,11 +80,10 @@ def _color_model(export_dir, good: bool, size: int = 32) -> str:
 def test_a_worse_candidate_fails_the_change_threshold_in_real_tfma(tmp_path):
     """The pipeline's eval_config in real TFMA: a model worse than the baseline is not
     blessed, and the reason names the change threshold with both accuracies."""
-    import io  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from helpers import encode  # pylint: disable=g-import-not-at-top
     from pipeline.evaluation import EvalOptions, eval_config  # pylint: disable=g-import-not-at-top
     from tiny_shards import make_example  # pylint: disable=g-import-not-at-top
 
@@ -93,9 +92,8 @@ def test_a_worse_candidate_fails_the_change_threshold_in_real_tfma(tmp_path):
         for i in range(8):
             label = i % 2
             color = (220, 30, 30) if label == 0 else (30, 30, 220)
-            buf = io.BytesIO()
-            Image.fromarray(np.full((20, 24, 3), color, np.uint8)).save(buf, "PNG")
-            writer.write(make_example(buf.getvalue(), label, ["red", "blue"][label], "png",
+            png = encode(np.full((20, 24, 3), color, np.uint8), "PNG")
+            writer.write(make_example(png, label, ["red", "blue"][label], "png",
                                       (20, 24), filename=f"{['red', 'blue'][label]}/{i}.png"))
     config = eval_config(EvalOptions(min_accuracy=0.0, max_accuracy_drop=0.0))
     candidate = config.model_specs[0]
@@ -120,8 +118,8 @@ def test_a_worse_candidate_fails_the_change_threshold_in_real_tfma(tmp_path):
     # The run report's grid: the candidate's mistakes (it calls every image red), with the
     # files they came from and the probability serving_default gives, not the baseline's.
     served = tf.saved_model.load(str(tmp_path / "bad")).signatures["serving_default"]
-    with open(tmp_path / "blue.png", "wb") as f:
-        Image.fromarray(np.full((20, 24, 3), (30, 30, 220), np.uint8)).save(f, "PNG")
+    (tmp_path / "blue.png").write_bytes(encode(np.full((20, 24, 3), (30, 30, 220), np.uint8),
+                                               "PNG"))
     probability = float(np.max(served(image_bytes=tf.constant(
         [(tmp_path / "blue.png").read_bytes()]))["probabilities"].numpy()))
     mistakes = blessing.mistakes(out)

@@ -66,6 +66,7 @@ def test_ingest_missing_data_root_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_run_reports_a_data_problem_in_one_line(tmp_path, capsys):
     from PIL import Image  # pylint: disable=g-import-not-at-top
     os.makedirs(tmp_path / "data" / "only_class")
@@ -118,6 +119,7 @@ def test_compile_writes_the_package_and_refuses_missing_settings(tmp_path, capsy
     assert "defaultPipelineRoot: gs://bucket/run/pipeline_root" in out.read_text()
 
 
+@pytest.mark.slow
 def test_a_cluster_command_prints_one_line_as_a_user_starts_it(tmp_path):
     """In a fresh process with no TF_CPP_MIN_LOG_LEVEL set, as from a terminal: no C++
     start-up lines from TensorFlow and no FutureWarnings from the Google Cloud libraries."""

@@ -18,41 +18,23 @@ import shutil
 
 import numpy as np
 import pytest
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 
 from components.data_validation import checks, data_report, schema as schema_lib
 from components.data_validation import executor
+from helpers import encode, latest_states, noise, write_file
 from pipeline import cli, local_runner
 from pipeline.config import load_config
 
 CLASSES = ("circle", "square", "triangle")
-STATE = metadata_store_pb2.Execution.State.Name
 
 
 def _write_class(root, name: str, count: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    os.makedirs(os.path.join(root, name), exist_ok=True)
     for i in range(count):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (20 + i, 28, 3), dtype=np.uint8)).save(buf, "JPEG")
-        with open(os.path.join(root, name, f"{i}.jpg"), "wb") as f:
-            f.write(buf.getvalue())
-
-
-def _states(workdir) -> dict:
-    """{execution type short name: state} of the newest execution of each type."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = os.path.join(str(workdir), "metadata.sqlite")
-    store = metadata_store.MetadataStore(config)
-    names = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
-    out = {}
-    for execution in sorted(store.get_executions(), key=lambda e: e.id):
-        out[names[execution.type_id]] = (STATE(execution.last_known_state), execution)
-    return out
+        write_file(root, f"{name}/{i}.jpg", encode(noise(rng, 20 + i, 28), "JPEG"))
 
 
 def _validate(config) -> str:
@@ -77,9 +59,9 @@ def story(tmp_path_factory):
                                 "ingest_beam_args": "--direct_running_mode=in_memory",
                                 "eval_fraction": 0.4, "label_skew_threshold": 1.0})
     out = {"config": config, "workdir": workdir}
-    out["first"] = (_validate(config), _states(workdir))
+    out["first"] = (_validate(config), latest_states(workdir))
     out["schema_text"] = (workdir / "schema" / "schema.pbtxt").read_text()
-    out["cached"] = (_validate(config), _states(workdir))
+    out["cached"] = (_validate(config), latest_states(workdir))
 
     _write_class(data, "hexagon", 10, seed=9)
     err = io.StringIO()
@@ -89,22 +71,23 @@ def story(tmp_path_factory):
                                      "--set", "eval_fraction=0.4",
                                      "--set", "label_skew_threshold=1.0"])
     out["fourth_stderr"] = err.getvalue()
-    out["fourth_states"] = _states(workdir)
+    out["fourth_states"] = latest_states(workdir)
     out["update_rc"] = cli.main(["schema", "update", "--workdir", str(workdir)])
-    out["accepted"] = (_validate(config), _states(workdir))
+    out["accepted"] = (_validate(config), latest_states(workdir))
 
     schema_file = workdir / "schema" / "schema.pbtxt"
     accepted_text = schema_file.read_text()
     schema_file.write_text(accepted_text.replace('value: "jpeg"', ""))
-    out["no_jpeg"] = (_validate(config), _states(workdir))
+    out["no_jpeg"] = (_validate(config), latest_states(workdir))
     schema_file.write_text(accepted_text)
-    out["restored"] = (_validate(config), _states(workdir))
+    out["restored"] = (_validate(config), latest_states(workdir))
 
     shutil.rmtree(data / "square")
-    out["removed"] = (_validate(config), _states(workdir))
+    out["removed"] = (_validate(config), latest_states(workdir))
     return out
 
 
+@pytest.mark.slow
 def test_first_run_writes_a_schema_with_exactly_this_datasets_domains(story):
     message, states = story["first"]
     assert message == "" and states["DataGate"][0] == "COMPLETE"
@@ -119,6 +102,7 @@ def test_first_run_writes_a_schema_with_exactly_this_datasets_domains(story):
     assert all(by_name[n].presence.min_fraction == 1.0 for n in required)
 
 
+@pytest.mark.slow
 def test_cached_rerun_passes_and_reuses_every_step(story):
     message, states = story["cached"]
     assert message == ""
@@ -127,6 +111,7 @@ def test_cached_rerun_passes_and_reuses_every_step(story):
         "ExampleValidator": "CACHED", "DataGate": "CACHED"}
 
 
+@pytest.mark.slow
 def test_a_fourth_class_stops_before_transform_named_in_the_cli_and_mlmd(story, capsys):
     assert story["fourth_rc"] == 1
     states = story["fourth_states"]
@@ -138,6 +123,7 @@ def test_a_fourth_class_stops_before_transform_named_in_the_cli_and_mlmd(story, 
     assert not (story["workdir"] / "serving").exists()
 
 
+@pytest.mark.slow
 def test_cli_names_each_anomaly_and_how_to_accept(story):
     printed = [l for l in story["fourth_stderr"].splitlines() if l.startswith("imgpipe: ")]
     lines = "\n".join(printed)
@@ -151,6 +137,7 @@ def test_cli_names_each_anomaly_and_how_to_accept(story):
     assert "imgpipe: data report: " in lines
 
 
+@pytest.mark.slow
 def test_schema_update_accepts_the_new_class(story):
     assert story["update_rc"] == 0
     message, states = story["accepted"]
@@ -159,6 +146,7 @@ def test_schema_update_accepts_the_new_class(story):
     assert "hexagon" in (story["workdir"] / "schema" / "schema.pbtxt").read_text()
 
 
+@pytest.mark.slow
 def test_an_edited_schema_is_honoured_and_a_disallowed_format_is_caught(story):
     message, states = story["no_jpeg"]
     assert states["ImageExampleGen"][0] == "CACHED"  # same data: only the schema changed
@@ -169,12 +157,14 @@ def test_an_edited_schema_is_honoured_and_a_disallowed_format_is_caught(story):
     assert restored == "" and states["DataGate"][0] == "CACHED"  # the earlier verdict again
 
 
+@pytest.mark.slow
 def test_a_removed_class_is_caught(story):
     message, states = story["removed"]
     assert states["DataGate"][0] == "FAILED"
     assert "class 'square': expected images of every class in the schema; found none" in message
 
 
+@pytest.mark.slow
 def test_report_pngs_decode_with_one_row_per_class_and_html_is_offline(story):
     reports = sorted((story["workdir"] / "reports").iterdir(),
                      key=lambda p: int(p.name.split("-")[1]))
@@ -196,6 +186,7 @@ def test_report_pngs_decode_with_one_row_per_class_and_html_is_offline(story):
     assert any("hexagon" in (f / data_report.REPORT_PAGE).read_text() for f in reports)
 
 
+@pytest.mark.slow
 def test_imgpipe_report_rebuilds_the_latest_page(story, capsys):
     assert cli.main(["report", "--workdir", str(story["workdir"])]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]

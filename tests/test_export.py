@@ -1,9 +1,10 @@
 """Tests for trainer_module.export on one really trained and exported EfficientNetB3.
 
-The module fixture builds a real Transform graph (tft_beam.AnalyzeDataset over the project's
-preprocessing_fn and curated schema), trains 2 steps at 32 px with `train_and_export` from a
-saved B3 notop weights file (the pretrained path), and exports with from_examples running
-that graph. The tests then feed the SavedModel images of other sizes and formats. (The
+The session fixture `tiny_model` (conftest.py; test_predict.py checks the same model) builds a
+real Transform graph (tft_beam.AnalyzeDataset over the project's preprocessing_fn and
+curated schema), trains 3 classes 2 steps at 32 px with `train_and_export` from a saved B3
+notop weights file (the pretrained path), and exports with from_examples running that
+graph. The tests then feed the SavedModel images of other sizes and formats. (The
 from_examples path without a Transform graph is checked on the multi-worker model in
 test_train.py.)
 """
@@ -18,29 +19,18 @@ import tensorflow as tf
 import tf_keras
 
 from tiny_shards import CLASSES, encode, image_array, make_example, png_declaring, \
-    write_backbone_weights, write_tiny_examples, write_transform_graph
+    write_transform_graph
 from trainer_module import export, features, model, preprocessing, train
 
-S = 32
+S = 32  # the image size tiny_model is trained at
+K = len(CLASSES)  # it has all of tiny_shards' classes
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", name="exported")
-def _exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    patterns = write_tiny_examples(root / "data", num_classes=2)
-    transform_dir = write_transform_graph(root / "transform_graph", root / "tft_tmp",
-                                          image_size=S)
-    serving_dir = str(root / "serving_model")
-    weights = write_backbone_weights(root / "b3_notop.h5", image_size=S)
-    train.train_and_export(
-        [patterns["train"]], [patterns["eval"]], model_run_dir=str(root / "model_run"),
-        serving_model_dir=serving_dir, transform_output_dir=transform_dir,
-        image_size=S, batch_size=4, epochs=1, train_steps=2, eval_steps=1, weights=weights,
-        backup_interval_s=None)  # as in a local run
-    return types.SimpleNamespace(root=root, serving_dir=serving_dir,
-                                 transform_dir=transform_dir, patterns=patterns,
-                                 loaded=tf.saved_model.load(serving_dir))
+def _exported(tiny_model):
+    return types.SimpleNamespace(**vars(tiny_model),
+                                 loaded=tf.saved_model.load(tiny_model.serving_dir))
 
 
 def test_a_run_that_nothing_restarts_keeps_its_history_but_no_restart_state(exported):
@@ -84,7 +74,7 @@ def test_signature_contracts(exported):
         outputs = fn.structured_outputs
         assert set(outputs) == {"probabilities", "label"}
         assert outputs["probabilities"].dtype == tf.float32
-        assert outputs["probabilities"].shape.as_list() == [None, 2]
+        assert outputs["probabilities"].shape.as_list() == [None, K]
         assert outputs["label"].dtype == tf.string and outputs["label"].shape.as_list() == [None]
 
 
@@ -92,7 +82,7 @@ def test_serving_takes_jpeg_and_png_of_any_size_and_names_the_class(exported):
     out = exported.loaded.signatures[export.SERVING_SIGNATURE](
         image_bytes=tf.constant(_images()))
     probabilities = out["probabilities"].numpy()
-    assert probabilities.shape == (2, 2)
+    assert probabilities.shape == (2, K)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     # The vocabulary lives in the graph: names, not ids, with no labels.txt at hand.
     expected = [CLASSES[i].encode() for i in probabilities.argmax(axis=1)]
@@ -100,7 +90,7 @@ def test_serving_takes_jpeg_and_png_of_any_size_and_names_the_class(exported):
     for name, key in ((export.SERVING_SIGNATURE, "image_bytes"),
                       (export.EXAMPLES_SIGNATURE, "examples")):  # an empty request
         empty = exported.loaded.signatures[name](**{key: tf.constant([], tf.string)})
-        assert empty["probabilities"].shape == (0, 2) and empty["label"].shape == (0,)
+        assert empty["probabilities"].shape == (0, K) and empty["label"].shape == (0,)
     # A request with undecodable elements names them.
     images = _images()
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"not JPEG, PNG.*\[1 3\]"):
@@ -168,4 +158,4 @@ def test_serving_refuses_an_image_above_the_pixel_limit_before_decoding(exported
     assert "their indices:" in err.value.message and "[1]" in err.value.message
     side = int(features.MAX_PIXELS ** 0.5)  # at the limit: decoded as usual
     assert serve(image_bytes=tf.constant([good[0], png_declaring(side, side, rows=side)]))[
-        "probabilities"].shape == (2, 2)
+        "probabilities"].shape == (2, K)

@@ -6,40 +6,27 @@ file (the fingerprint changes, so ImageExampleGen must run again).
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 
-import numpy as np
 import pytest
 import tensorflow as tf
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from PIL import Image
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
 from components.image_example_gen import ImageExampleGen, IngestOptions
+from helpers import encode, executions, latest_artifact_uri, noise, write_file
 from trainer_module import features
 
 COMPLETE = metadata_store_pb2.Execution.COMPLETE
 CACHED = metadata_store_pb2.Execution.CACHED
-
-
-def _jpeg(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 255, (20, 28, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=85)
-    return buf.getvalue()
+pytestmark = pytest.mark.slow
 
 
 def _write_images(root, start: int, count: int) -> None:
     for i in range(start, start + count):
-        folder = os.path.join(str(root), "ab"[i % 2])
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"{i}.jpg"), "wb") as f:
-            f.write(_jpeg(i))
+        write_file(root, f"{'ab'[i % 2]}/{i}.jpg", encode(noise(i, 20, 28), "JPEG", quality=85))
 
 
 def _pipeline(data_root: str, workdir) -> tfx.dsl.Pipeline:
@@ -55,23 +42,6 @@ def _pipeline(data_root: str, workdir) -> tfx.dsl.Pipeline:
         beam_pipeline_args=["--direct_running_mode=in_memory"])
 
 
-def _executions(workdir, type_suffix: str) -> list:
-    config = metadata.sqlite_metadata_connection_config(
-        os.path.join(str(workdir), "metadata.sqlite"))
-    store = metadata_store.MetadataStore(config)
-    type_ids = {t.id for t in store.get_execution_types() if t.name.endswith(type_suffix)}
-    return sorted((e for e in store.get_executions() if e.type_id in type_ids),
-                  key=lambda e: e.id)
-
-
-def _examples_uri(workdir) -> str:
-    config = metadata.sqlite_metadata_connection_config(
-        os.path.join(str(workdir), "metadata.sqlite"))
-    store = metadata_store.MetadataStore(config)
-    (examples_type,) = [t for t in store.get_artifact_types() if t.name == "Examples"]
-    return sorted(store.get_artifacts_by_type(examples_type.name), key=lambda a: a.id)[-1].uri
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     data_root = tmp_path_factory.mktemp("component") / "data"
@@ -82,7 +52,7 @@ def runs(tmp_path_factory):
         if run == 2:
             _write_images(data_root, 16, 1)  # a changed folder
         tfx.orchestration.LocalDagRunner().run(_pipeline(str(data_root), workdir))
-        states.append([e.last_known_state for e in _executions(workdir, "ImageExampleGen")])
+        states.append([e.last_known_state for e in executions(workdir, "ImageExampleGen")])
     return workdir, states
 
 
@@ -91,13 +61,13 @@ def test_cache_hit_on_unchanged_data_and_miss_on_changed_folder(runs):
     assert states[0] == [COMPLETE]
     assert states[1] == [COMPLETE, CACHED]
     assert states[2] == [COMPLETE, CACHED, COMPLETE]
-    statistics = [e.last_known_state for e in _executions(workdir, "StatisticsGen")]
+    statistics = [e.last_known_state for e in executions(workdir, "StatisticsGen")]
     assert statistics == [COMPLETE, CACHED, COMPLETE]
 
 
 def test_examples_artifact_is_complete_and_readable_by_statistics_gen(runs):
     workdir, _ = runs
-    uri = _examples_uri(workdir)
+    uri = latest_artifact_uri(workdir, "Examples")
     with tf.io.gfile.GFile(os.path.join(uri, features.REPORT_FILE)) as f:
         report = json.load(f)
     assert report["counts"]["ingested"] == 17

@@ -4,24 +4,18 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+from helpers import encode, png_declaring
 from trainer_module import features
 from components.image_example_gen.image_probe import (
     FORMATS_TF_DECODES, ProbeResult, probe_image, sniff_format)
 
 H, W = 24, 32
-
-
-def _enc(im: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
 
 
 def _array(h=H, w=W, seed=0) -> np.ndarray:
@@ -49,19 +43,19 @@ def _p_with_transparency() -> Image.Image:
 
 def _animated_gif() -> bytes:
     frames = [_rgb(seed=s).convert("P") for s in range(3)]
-    return _enc(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
 
 
 def _gif_frame_inside_screen() -> bytes:
     """A valid GIF whose first frame covers only part of its logical screen."""
-    data = bytearray(_enc(_rgb().convert("P").crop((0, 0, W - 8, H - 8)), "GIF"))
+    data = bytearray(encode(_rgb().convert("P").crop((0, 0, W - 8, H - 8)), "GIF"))
     struct.pack_into("<HH", data, 6, W, H)  # the logical screen: W x H
     struct.pack_into("<HH", data, data.index(b"\x2c") + 1, 4, 4)  # the frame at (4, 4)
     return bytes(data)
 
 
 def _ycck_jpeg() -> bytes:
-    data = bytearray(_enc(_rgb().convert("CMYK"), "JPEG"))
+    data = bytearray(encode(_rgb().convert("CMYK"), "JPEG"))
     i = data.find(b"Adobe")
     data[i + 11] = 2  # Adobe APP14 transform flag: 2 = YCCK
     return bytes(data)
@@ -69,41 +63,41 @@ def _ycck_jpeg() -> bytes:
 
 def _png_i16() -> bytes:
     arr = (np.arange(H * W, dtype=np.uint16).reshape(H, W) * 80)
-    return _enc(Image.fromarray(arr), "PNG")
+    return encode(Image.fromarray(arr), "PNG")
 
 
 # name -> (bytes factory, stored format, source format, channels, transformed)
 VALID = {
-    "jpeg_rgb": (lambda: _enc(_rgb(), "JPEG"), "jpeg", "jpeg", 3, None),
-    "jpeg_gray": (lambda: _enc(_rgb().convert("L"), "JPEG"), "jpeg", "jpeg", 1, None),
-    "jpeg_cmyk": (lambda: _enc(_rgb().convert("CMYK"), "JPEG"), "jpeg", "jpeg", 3, None),
+    "jpeg_rgb": (lambda: encode(_rgb(), "JPEG"), "jpeg", "jpeg", 3, None),
+    "jpeg_gray": (lambda: encode(_rgb().convert("L"), "JPEG"), "jpeg", "jpeg", 1, None),
+    "jpeg_cmyk": (lambda: encode(_rgb().convert("CMYK"), "JPEG"), "jpeg", "jpeg", 3, None),
     "jpeg_ycck": (_ycck_jpeg, "jpeg", "jpeg", 3, None),
-    "jpeg_progressive": (lambda: _enc(_rgb(), "JPEG", progressive=True), "jpeg", "jpeg", 3, None),
-    "png_rgb": (lambda: _enc(_rgb(), "PNG"), "png", "png", 3, None),
-    "png_rgba": (lambda: _enc(_rgba(), "PNG"), "png", "png", 4, None),
-    "png_l": (lambda: _enc(_rgb().convert("L"), "PNG"), "png", "png", 1, None),
-    "png_la": (lambda: _enc(_rgb().convert("LA"), "PNG"), "png", "png", 2, None),
-    "png_1bit": (lambda: _enc(_rgb().convert("1"), "PNG"), "png", "png", 1, None),
-    "png_palette": (lambda: _enc(_rgb().convert("P"), "PNG"), "png", "png", 3, None),
-    "png_palette_trns": (lambda: _enc(_p_with_transparency(), "PNG", transparency=0), "png", "png", 4, None),
-    "png_l_trns": (lambda: _enc(_rgb().convert("L"), "PNG", transparency=7), "png", "png", 1, None),
+    "jpeg_progressive": (lambda: encode(_rgb(), "JPEG", progressive=True), "jpeg", "jpeg", 3, None),
+    "png_rgb": (lambda: encode(_rgb(), "PNG"), "png", "png", 3, None),
+    "png_rgba": (lambda: encode(_rgba(), "PNG"), "png", "png", 4, None),
+    "png_l": (lambda: encode(_rgb().convert("L"), "PNG"), "png", "png", 1, None),
+    "png_la": (lambda: encode(_rgb().convert("LA"), "PNG"), "png", "png", 2, None),
+    "png_1bit": (lambda: encode(_rgb().convert("1"), "PNG"), "png", "png", 1, None),
+    "png_palette": (lambda: encode(_rgb().convert("P"), "PNG"), "png", "png", 3, None),
+    "png_palette_trns": (lambda: encode(_p_with_transparency(), "PNG", transparency=0), "png", "png", 4, None),
+    "png_l_trns": (lambda: encode(_rgb().convert("L"), "PNG", transparency=7), "png", "png", 1, None),
     "png_i16": (_png_i16, "png", "png", 1, None),
-    "gif_static": (lambda: _enc(_rgb().convert("P"), "GIF"), "gif", "gif", 3, None),
-    "gif_trns": (lambda: _enc(_rgb().convert("P"), "GIF", transparency=0), "gif", "gif", 3, None),
+    "gif_static": (lambda: encode(_rgb().convert("P"), "GIF"), "gif", "gif", 3, None),
+    "gif_trns": (lambda: encode(_rgb().convert("P"), "GIF", transparency=0), "gif", "gif", 3, None),
     "gif_animated": (_animated_gif, "gif", "gif", 3, None),
     # TF would return only the frame's rectangle, not the header's size.
     "gif_frame_inside_screen": (_gif_frame_inside_screen, "png", "gif", 3, "reencoded_png"),
-    "bmp_rgb": (lambda: _enc(_rgb(), "BMP"), "bmp", "bmp", 3, None),
-    "bmp_rgba": (lambda: _enc(_rgb().convert("RGBA"), "BMP"), "bmp", "bmp", 4, None),
-    "bmp_gray": (lambda: _enc(_rgb().convert("L"), "BMP"), "bmp", "bmp", 1, None),
+    "bmp_rgb": (lambda: encode(_rgb(), "BMP"), "bmp", "bmp", 3, None),
+    "bmp_rgba": (lambda: encode(_rgb().convert("RGBA"), "BMP"), "bmp", "bmp", 4, None),
+    "bmp_gray": (lambda: encode(_rgb().convert("L"), "BMP"), "bmp", "bmp", 1, None),
     # TF returns palette indices for palette BMPs, so they are re-encoded.
-    "bmp_palette": (lambda: _enc(_rgb().convert("P"), "BMP"), "png", "bmp", 3, "reencoded_png"),
-    "bmp_1bit": (lambda: _enc(_rgb().convert("1"), "BMP"), "png", "bmp", 1, "reencoded_png"),
-    "webp": (lambda: _enc(_rgb(), "WEBP", lossless=True), "png", "webp", 3, "reencoded_png"),
-    "webp_rgba": (lambda: _enc(_rgba(), "WEBP"), "png", "webp", 4, "reencoded_png"),
-    "tiff": (lambda: _enc(_rgb(), "TIFF"), "png", "tiff", 3, "reencoded_png"),
-    "tiff_cmyk": (lambda: _enc(_rgb().convert("CMYK"), "TIFF"), "png", "tiff", 3, "reencoded_png"),
-    "tiff_i16": (lambda: _enc(Image.open(io.BytesIO(_png_i16())), "TIFF"),
+    "bmp_palette": (lambda: encode(_rgb().convert("P"), "BMP"), "png", "bmp", 3, "reencoded_png"),
+    "bmp_1bit": (lambda: encode(_rgb().convert("1"), "BMP"), "png", "bmp", 1, "reencoded_png"),
+    "webp": (lambda: encode(_rgb(), "WEBP", lossless=True), "png", "webp", 3, "reencoded_png"),
+    "webp_rgba": (lambda: encode(_rgba(), "WEBP"), "png", "webp", 4, "reencoded_png"),
+    "tiff": (lambda: encode(_rgb(), "TIFF"), "png", "tiff", 3, "reencoded_png"),
+    "tiff_cmyk": (lambda: encode(_rgb().convert("CMYK"), "TIFF"), "png", "tiff", 3, "reencoded_png"),
+    "tiff_i16": (lambda: encode(Image.open(io.BytesIO(_png_i16())), "TIFF"),
                  "png", "tiff", 1, "reencoded_png"),
 }
 
@@ -152,11 +146,11 @@ def test_lossless_reencode_keeps_pixels(valid_bytes):
 
 
 def test_sniff_uses_content_not_name():
-    png = _enc(_rgb(), "PNG")  # e.g. saved as photo.jpg
+    png = encode(_rgb(), "PNG")  # e.g. saved as photo.jpg
     assert sniff_format(png) == "png"
     r = probe_image(png)
     assert (r.format, r.source_format, r.transformed) == ("png", "png", None)
-    assert sniff_format(_enc(_rgb(), "JPEG")) == "jpeg"
+    assert sniff_format(encode(_rgb(), "JPEG")) == "jpeg"
     assert sniff_format(b"BMW is a car brand, not a bitmap.") is None
     assert sniff_format(b"") is None
     assert sniff_format(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00") == "heic"
@@ -184,7 +178,7 @@ def test_truncated(valid_bytes, name, cut, verify):
 @pytest.mark.parametrize("verify", [True, False])
 def test_jpeg_end_marker_check_is_structural(verify):
     # An EOI inside a comment (like an EXIF thumbnail's) must not hide a truncated scan...
-    data = _enc(_rgb(), "JPEG", comment=b"\xff\xd9 not the end")
+    data = encode(_rgb(), "JPEG", comment=b"\xff\xd9 not the end")
     assert probe_image(data, verify=verify).ok
     assert probe_image(data[: len(data) // 2], verify=verify).reason == "truncated_or_corrupt"
     # ...and bytes appended after a complete image (TF ignores them) are fine.
@@ -193,23 +187,15 @@ def test_jpeg_end_marker_check_is_structural(verify):
     assert r.ok and r.image_bytes == padded
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale
-    idat = chunk(b"IDAT", zlib.compress(b"\0" * 4096))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
-
-
 def _jpeg_with_declared_size(width: int, height: int) -> bytes:
-    data = bytearray(_enc(_rgb(), "JPEG"))
+    data = bytearray(encode(_rgb(), "JPEG"))
     sof = data.find(b"\xff\xc0")
     struct.pack_into(">HH", data, sof + 5, height, width)
     return bytes(data)
 
 
-@pytest.mark.parametrize("data", [_png_header_only(20000, 20000), _jpeg_with_declared_size(30000, 30000),
-                                  _png_header_only(10000, 9000)])
+@pytest.mark.parametrize("data", [png_declaring(20000, 20000), _jpeg_with_declared_size(30000, 30000),
+                                  png_declaring(10000, 9000)])
 def test_decompression_bomb_rejected_from_header_without_pil_warning(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -219,7 +205,7 @@ def test_decompression_bomb_rejected_from_header_without_pil_warning(data):
 
 
 def test_max_pixels_argument():
-    data = _enc(_rgb(), "PNG")
+    data = encode(_rgb(), "PNG")
     assert probe_image(data, max_pixels=H * W).ok
     assert probe_image(data, max_pixels=H * W - 1).reason == "too_many_pixels"
     assert features.MAX_PIXELS == Image.MAX_IMAGE_PIXELS
@@ -259,7 +245,7 @@ def test_max_side_downscale(valid_bytes, name, fmt, channels, transformed, verif
 
 
 def test_max_side_large_jpeg_uses_quality_and_keeps_aspect():
-    data = _enc(_rgb(360, 450), "JPEG", quality=95)
+    data = encode(_rgb(360, 450), "JPEG", quality=95)
     r = probe_image(data, max_side=100, jpeg_quality=75)
     _assert_tf_consistent(r)
     assert (r.width, r.height, r.transformed) == (100, 80, "downscaled_jpeg_q75")

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
 import os
-import struct
 import subprocess
 import sys
 import unicodedata
 import uuid
-import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -27,6 +24,7 @@ from PIL import Image
 from components.image_example_gen import report as report_lib, shards
 from components.image_example_gen import sources as sources_lib
 from components.image_example_gen.ingest import IngestImages, IngestOptions, split_for_hash
+from helpers import encode, png_declaring, write_file
 from trainer_module import features
 
 IN_MEMORY = ["--direct_running_mode=in_memory"]
@@ -40,30 +38,8 @@ def _pixels(seed: int, h: int = 24, w: int = 32) -> np.ndarray:
     return np.clip(base + rng.integers(0, 60, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
-def _enc(im: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
 def _jpeg(seed: int, **kw) -> bytes:
-    return _enc(Image.fromarray(_pixels(seed, **kw)), "JPEG", quality=90)
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b""))
-
-
-def _write(root, rel: str, data: bytes) -> None:
-    path = os.path.join(str(root), rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
+    return encode(_pixels(seed, **kw), "JPEG", quality=90)
 
 
 CAFE_NFD = unicodedata.normalize("NFD", "café")
@@ -80,33 +56,33 @@ def _zoo(root) -> dict:
     expected: dict = {}
 
     def add(rel, data, outcome):
-        _write(root, rel, data)
+        write_file(root, rel, data)
         expected[rel] = outcome
 
     for i in range(8):
         add(f"cat/{i}.jpg", _jpeg(i), ("ingested", 3, None))
         add(f"golden retriever/{i}.jpg", _jpeg(100 + i), ("ingested", 3, None))
         add(f"{CAFE_NFD}/{i}.jpg", _jpeg(200 + i), ("ingested", 3, None))
-    add("cat/cmyk.jpg", _enc(rgb(30).convert("CMYK"), "JPEG"), ("ingested", 3, None))
-    add("cat/sub/deeper/nested.png", _enc(rgb(31), "PNG"), ("ingested", 3, None))
-    add("猫/gray.png", _enc(rgb(32).convert("L"), "PNG"), ("ingested", 1, None))
-    add("猫/palette.png", _enc(rgb(33).convert("P"), "PNG"), ("ingested", 3, None))
-    add("猫/palette_trns.png", _enc(p_trns, "PNG", transparency=0), ("ingested", 4, None))
-    add("猫/rgba.png", _enc(rgb(34).convert("RGBA"), "PNG"), ("ingested", 4, None))
+    add("cat/cmyk.jpg", encode(rgb(30).convert("CMYK"), "JPEG"), ("ingested", 3, None))
+    add("cat/sub/deeper/nested.png", encode(rgb(31), "PNG"), ("ingested", 3, None))
+    add("猫/gray.png", encode(rgb(32).convert("L"), "PNG"), ("ingested", 1, None))
+    add("猫/palette.png", encode(rgb(33).convert("P"), "PNG"), ("ingested", 3, None))
+    add("猫/palette_trns.png", encode(p_trns, "PNG", transparency=0), ("ingested", 4, None))
+    add("猫/rgba.png", encode(rgb(34).convert("RGBA"), "PNG"), ("ingested", 4, None))
     i16 = (np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) * 80)
-    add("猫/sixteen_bit.png", _enc(Image.fromarray(i16), "PNG"), ("ingested", 1, None))
-    add("猫/anim.gif", _enc(rgb(35).convert("P"), "GIF", save_all=True,
+    add("猫/sixteen_bit.png", encode(i16, "PNG"), ("ingested", 1, None))
+    add("猫/anim.gif", encode(rgb(35).convert("P"), "GIF", save_all=True,
                            append_images=[rgb(36).convert("P")]), ("ingested", 3, None))
-    add("猫/img.bmp", _enc(rgb(37), "BMP"), ("ingested", 3, None))
-    add("猫/photo.webp", _enc(rgb(38), "WEBP", lossless=True), ("ingested", 3, "reencoded_png"))
-    add("猫/scan.tiff", _enc(rgb(39), "TIFF"), ("ingested", 3, "reencoded_png"))
+    add("猫/img.bmp", encode(rgb(37), "BMP"), ("ingested", 3, None))
+    add("猫/photo.webp", encode(rgb(38), "WEBP", lossless=True), ("ingested", 3, "reencoded_png"))
+    add("猫/scan.tiff", encode(rgb(39), "TIFF"), ("ingested", 3, "reencoded_png"))
     add("猫/a.jpg", _jpeg(41), ("ingested", 3, None))
     add("猫/b.jpg", _jpeg(42), ("ingested", 3, None))
     # Bad files, each with an image extension.
     add("golden retriever/empty.jpg", b"", ("quarantined", "empty_file"))
     add("golden retriever/truncated.jpg", _jpeg(50)[:-300], ("quarantined", "truncated_or_corrupt"))
     add("golden retriever/notes.jpg", b"just some text\n", ("quarantined", "not_an_image"))
-    add("golden retriever/bomb.png", _png_header_only(20000, 20000),
+    add("golden retriever/bomb.png", png_declaring(20000, 20000),
         ("quarantined", "too_many_pixels"))
     # The same content under another label, and under a second name in its own class.
     add("golden retriever/cat_copy.jpg", _jpeg(1), ("ingested", 3, None))
@@ -120,16 +96,16 @@ def _zoo(root) -> dict:
     add("cat/.DS_Store", b"\0\0\0\1Bud1", ("skipped", "hidden_or_system_file"))
     add("cat/._0.jpg", b"\0\5\26\7", ("skipped", "hidden_or_system_file"))
     add("猫/Thumbs.db", b"\xd0\xcf\x11\xe0", ("skipped", "hidden_or_system_file"))
-    _write(root, ".hidden/x.jpg", _jpeg(60))
+    write_file(root, ".hidden/x.jpg", _jpeg(60))
     expected[".hidden/"] = ("skipped", "hidden_or_system_file")
     add("README.md", b"# data\n", ("skipped", "not_in_class_folder"))
     os.makedirs(os.path.join(str(root), "empty_class"))
     os.mkfifo(os.path.join(str(root), "cat", "pipe.jpg"))  # reading it must not hang
     expected["cat/pipe.jpg"] = ("quarantined", "unreadable")
     # Names that are not valid UTF-8 (Latin-1, from an old zip): skipped, escaped in the report.
-    _write(root, os.fsdecode(b"cat/caf\xe9.jpg"), _jpeg(61))
+    write_file(root, os.fsdecode(b"cat/caf\xe9.jpg"), _jpeg(61))
     expected["cat/caf\\xe9.jpg"] = ("skipped", "non_utf8_name")
-    _write(root, os.fsdecode(b"\xe9t\xe9/x.jpg"), _jpeg(62))
+    write_file(root, os.fsdecode(b"\xe9t\xe9/x.jpg"), _jpeg(62))
     expected["\\xe9t\\xe9/"] = ("skipped", "non_utf8_name")
     return expected
 
@@ -285,8 +261,8 @@ def test_pre_split_tree_keeps_its_splits(tmp_path):
     for s, split_dir in enumerate(("train", "validation", "test")):
         for c, label in enumerate(("a", "b")):
             for i in range(2):
-                _write(root, f"{split_dir}/{label}/{i}.jpg", _jpeg(800 + 10 * s + 3 * c + i))
-    _write(root, "test/b/dup_of_train.jpg", open(root / "train/b/0.jpg", "rb").read())
+                write_file(root, f"{split_dir}/{label}/{i}.jpg", _jpeg(800 + 10 * s + 3 * c + i))
+    write_file(root, "test/b/dup_of_train.jpg", open(root / "train/b/0.jpg", "rb").read())
     report = _ingest(root, tmp_path / "out", eval_fraction=0.5)
     assert report["layout"] == "pre_split"
     assert report["split_sizes"] == {"eval": 4, "test": 5, "train": 4}
@@ -303,8 +279,8 @@ def test_csv_manifest_with_relative_absolute_and_url_paths(tmp_path):
     for i in range(3):
         with tf.io.gfile.GFile(f"{remote}/r{i}.jpg", "wb") as f:
             f.write(_jpeg(300 + i))
-    _write(tmp_path, "data/imgs/rel.jpg", _jpeg(310))
-    _write(tmp_path, "elsewhere/abs.png", _enc(Image.fromarray(_pixels(311)), "PNG"))
+    write_file(tmp_path, "data/imgs/rel.jpg", _jpeg(310))
+    write_file(tmp_path, "elsewhere/abs.png", encode(_pixels(311), "PNG"))
     absolute = str(tmp_path / "elsewhere" / "abs.png")
     manifest = tmp_path / "data" / "manifest.csv"
     manifest.write_text(
@@ -330,7 +306,7 @@ def test_csv_manifest_with_relative_absolute_and_url_paths(tmp_path):
 def small_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("small") / "data"
     for i in range(24):
-        _write(root, f"{'ab'[i % 2]}/{i}.jpg", _jpeg(500 + i, h=40, w=48))
+        write_file(root, f"{'ab'[i % 2]}/{i}.jpg", _jpeg(500 + i, h=40, w=48))
     return root
 
 
@@ -389,9 +365,9 @@ def test_plan_shards_packs_partial_files():
 def test_max_side_downscale_and_unsupported_quarantine(tmp_path):
     root = tmp_path / "data"
     for i in range(4):
-        _write(root, f"a/{i}.jpg", _jpeg(600 + i, h=120, w=200))
-        _write(root, f"b/{i}.png", _enc(Image.fromarray(_pixels(610 + i, h=150, w=90)), "PNG"))
-    _write(root, "b/x.webp", _enc(Image.fromarray(_pixels(620)), "WEBP"))
+        write_file(root, f"a/{i}.jpg", _jpeg(600 + i, h=120, w=200))
+        write_file(root, f"b/{i}.png", encode(_pixels(610 + i, h=150, w=90), "PNG"))
+    write_file(root, "b/x.webp", encode(_pixels(620), "WEBP"))
     report = _ingest(root, tmp_path / "out", max_side=64, unsupported_formats="quarantine")
     assert report["transformed"] == {"downscaled_jpeg_q90": 8}
     assert report["quarantined"] == [{"path": "b/x.webp", "reason": "unsupported_format:webp",
@@ -444,7 +420,7 @@ def test_output_folder_must_not_be_a_file_or_inside_the_data_root(small_tree, tm
 def test_manifest_data_root_must_be_a_readable_text_file(tmp_path):
     for name, data in (("images.zip", b"PK\x03\x04\x14\x00\x00\x00\x08\x00"),
                        ("utf16.csv", "path,label\na.jpg,cat\n".encode("utf-16"))):
-        _write(tmp_path, name, data)
+        write_file(tmp_path, name, data)
         with pytest.raises(ValueError, match="not a CSV manifest"):
             sources_lib.detect_layout(str(tmp_path / name))
     os.mkfifo(tmp_path / "pipe.csv")  # must be refused, not read forever
@@ -454,7 +430,7 @@ def test_manifest_data_root_must_be_a_readable_text_file(tmp_path):
 
 def test_manifest_headers_repeats_and_unparsable_rows_are_reported(tmp_path):
     for i in range(4):
-        _write(tmp_path, f"data/{i}.jpg", _jpeg(900 + i))
+        write_file(tmp_path, f"data/{i}.jpg", _jpeg(900 + i))
     manifest = tmp_path / "data" / "m.csv"
     huge = "x" * 200_000  # over the csv module's field size limit
     manifest.write_text("\n"  # a blank line before the header
@@ -477,9 +453,9 @@ def test_train_and_test_tree_without_validation_carves_eval_from_train(tmp_path)
     root = tmp_path / "kaggle"
     for c, label in enumerate(("a", "b")):
         for i in range(10):
-            _write(root, f"train/{label}/{i}.jpg", _jpeg(1000 + 20 * c + i))
+            write_file(root, f"train/{label}/{i}.jpg", _jpeg(1000 + 20 * c + i))
         for i in range(2):
-            _write(root, f"test/{label}/{i}.jpg", _jpeg(1100 + 20 * c + i))
+            write_file(root, f"test/{label}/{i}.jpg", _jpeg(1100 + 20 * c + i))
     report = _ingest(root, tmp_path / "out", eval_fraction=0.3, test_fraction=0.2)
     assert report["layout"] == "pre_split" and report["classes"] == ["a", "b"]
     records = _records(tmp_path / "out")
@@ -490,8 +466,8 @@ def test_train_and_test_tree_without_validation_carves_eval_from_train(tmp_path)
     assert report["split_sizes"]["test"] == 4 and report["split_sizes"]["eval"] >= 1
     # A Roboflow-style export names its validation folder "valid".
     for i, label in enumerate(("a", "b")):
-        _write(tmp_path / "rf", f"train/{label}/{i}.jpg", _jpeg(1200 + i))
-        _write(tmp_path / "rf", f"valid/{label}/{i}.jpg", _jpeg(1210 + i))
+        write_file(tmp_path / "rf", f"train/{label}/{i}.jpg", _jpeg(1200 + i))
+        write_file(tmp_path / "rf", f"valid/{label}/{i}.jpg", _jpeg(1210 + i))
     report = _ingest(tmp_path / "rf", tmp_path / "out_rf")
     assert report["layout"] == "pre_split" and report["classes"] == ["a", "b"]
     assert report["split_sizes"] == {"eval": 2, "train": 2}
@@ -507,20 +483,27 @@ def test_an_output_path_with_glob_characters_cleans_only_its_own_shards(small_tr
         "data_tfrecord-00000-of-00002", "data_tfrecord-00001-of-00002"]
 
 
+@pytest.mark.slow
 def test_records_are_byte_identical_across_processes(tmp_path):
-    """Protobuf map order varies between interpreters; shards must not."""
+    """Protobuf map order varies between interpreters; shards must not. The same code runs
+    here and in one child whose hash seed differs from this interpreter's."""
     code = ("import sys, hashlib\n"
             "from components.image_example_gen import image_probe, ingest, sources\n"
-            "data = open(sys.argv[1], 'rb').read()\n"
-            "c = sources.Candidate(sys.argv[1], 'cat/a.jpg', 'cat', '')\n"
-            "print(hashlib.sha256(ingest._example(c, 0, image_probe.probe_image(data)))"
-            ".hexdigest())")
-    _write(tmp_path, "a.jpg", _jpeg(77))
-    digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.jpg")],
-                              env={**os.environ, "PYTHONHASHSEED": str(seed)},
-                              capture_output=True, text=True, check=True).stdout.split()[-1]
-               for seed in (1, 2)}
-    assert len(digests) == 1
+            "def digest(path):\n"
+            "    data = open(path, 'rb').read()\n"
+            "    c = sources.Candidate(path, 'cat/a.jpg', 'cat', '')\n"
+            "    return hashlib.sha256(ingest._example(c, 0, image_probe.probe_image(data)))"
+            ".hexdigest()\n"
+            "if __name__ == '__main__':\n"
+            "    print(digest(sys.argv[1]))")
+    path = write_file(tmp_path, "a.jpg", _jpeg(77))
+    here = {"__name__": "here"}
+    exec(code, here)  # pylint: disable=exec-used
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # unset: a random one here
+    child = subprocess.run([sys.executable, "-c", code, path],
+                           env={**os.environ, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert child == here["digest"](path)
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -535,11 +518,11 @@ def _cli(args, capsys) -> tuple:
 def test_cli_errors_are_one_line(case, tmp_path, capsys):
     root = tmp_path / "data"
     if case == "no_images":
-        _write(root, "a/notes.jpg", b"text")
-        _write(root, "b/.DS_Store", b"x")
+        write_file(root, "a/notes.jpg", b"text")
+        write_file(root, "b/.DS_Store", b"x")
     elif case == "one_class":
         for i in range(3):
-            _write(root, f"only/{i}.jpg", _jpeg(700 + i))
+            write_file(root, f"only/{i}.jpg", _jpeg(700 + i))
     code, _, err = _cli(["ingest", "--data-root", str(root), "--output",
                          str(tmp_path / "out"), *IN_MEMORY], capsys)
     assert code != 0
@@ -549,6 +532,7 @@ def test_cli_errors_are_one_line(case, tmp_path, capsys):
             "one_class": "at least 2 classes"}[case] in lines[0]
 
 
+@pytest.mark.slow
 def test_cli_multi_process_run_matches_in_process_run(small_tree, tmp_path):
     """The default runner mode, launched in a fresh process as a user does. Its launcher
     never imports TensorFlow or TFX for local paths (~8 s of start-up; sources.py)."""

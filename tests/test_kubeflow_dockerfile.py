@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from kubeflow import targets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +104,7 @@ def test_cpu_variant_installs_exactly_what_it_did_before():
                         "uv pip install --system -c requirements/constraints-py310.txt -e ."]
 
 
+@pytest.mark.slow
 def test_the_variant_step_runs_the_gpu_install_only_for_gpu_and_refuses_others(tmp_path):
     """Runs the Dockerfile's own VARIANT step under /bin/sh (Debian's dash), uv replaced by a
     stub that records its arguments."""

@@ -5,7 +5,6 @@ One slow module-scoped run is shared by the assertions:
   run 2  `tfx pipeline create` + `tfx run create --engine local` on the same workdir and
          unchanged data: every component is served from the cache (no re-ingest).
 """
-import io
 import os
 import re
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from helpers import encode, noise, states_by_run
 from pipeline import demo_data
 from pipeline.local_runner import config_from_env
 
@@ -52,24 +52,6 @@ def _run(cmd, env, cwd):
     return proc
 
 
-def _executions_by_run(metadata_path):
-    """{run_id: {component type short name: state name}} from the real MLMD store."""
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    store = metadata_store.MetadataStore(config)
-    types = {t.id: t.name.rsplit(".", 1)[-1] for t in store.get_execution_types()}
-    runs = {}
-    for context in store.get_contexts_by_type("pipeline_run"):
-        states = {}
-        for execution in store.get_executions_by_context(context.id):
-            state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
-            states[types[execution.type_id]] = state
-        runs[context.name] = states
-    return runs
-
-
 @pytest.fixture(scope="module")
 def pipeline_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
@@ -89,7 +71,7 @@ def pipeline_runs(tmp_path_factory):
     first = _run([os.path.join(VENV_BIN, "imgpipe"), "run", "--data-root", data_root,
                   "--workdir", workdir, "--config", str(config_path)],
                  dict(env, TF_CPP_MIN_LOG_LEVEL=""), str(root))  # as a user starts it
-    runs_after_first = _executions_by_run(os.path.join(workdir, "metadata.sqlite"))
+    runs_after_first = states_by_run(workdir)
 
     runner = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipeline",
                           "local_runner.py")
@@ -98,7 +80,7 @@ def pipeline_runs(tmp_path_factory):
          env, str(root))
     _run([tfx, "run", "create", "--engine", "local", "--pipeline_name", "imgpipe_e2e"],
          env, str(root))
-    runs_after_second = _executions_by_run(os.path.join(workdir, "metadata.sqlite"))
+    runs_after_second = states_by_run(workdir)
     serving = os.path.join(workdir, "serving")
     versions_before = sorted(os.listdir(serving))
     # Third: the same model against an absolute threshold it cannot meet (only the Evaluator
@@ -155,14 +137,6 @@ def test_model_pushed_to_workdir_serving(pipeline_runs):
     assert f"pushed model: {os.path.join(serving, versions[0])}" in pipeline_runs["first_stdout"]
 
 
-def _encoded(fmt, size):
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 @pytest.mark.slow
 def test_pushed_model_serves_raw_jpeg_and_png_bytes(pipeline_runs):
     import tensorflow as tf
@@ -170,7 +144,7 @@ def test_pushed_model_serves_raw_jpeg_and_png_bytes(pipeline_runs):
     model = tf.saved_model.load(os.path.join(serving, sorted(os.listdir(serving))[0]))
     serve = model.signatures["serving_default"]
     assert list(serve.structured_input_signature[1]) == ["image_bytes"]
-    batch = tf.constant([_encoded("JPEG", (97, 61)), _encoded("PNG", (45, 150))])
+    batch = tf.constant([encode(noise(0, 61, 97), "JPEG"), encode(noise(0, 150, 45), "PNG")])
     out = serve(image_bytes=batch)
     probabilities = out["probabilities"].numpy()
     assert probabilities.shape == (2, len(CLASSES)) and probabilities.dtype == np.float32

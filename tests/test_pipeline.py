@@ -143,6 +143,7 @@ def test_target_options_without_baseline_and_with_an_image_project_dir(tmp_path)
     assert "--setup_file=/opt/x/setup.py" in by_id["ImageExampleGen"].executor_spec.beam_pipeline_args
 
 
+@pytest.mark.slow
 def test_a_local_run_does_not_import_google_cloud_aiplatform(tmp_path):
     """tfx.v1 (and the Vertex trainer extension) import google-cloud-aiplatform, ~9 s of
     every run's start on 2 cores; a local pipeline is built without them."""

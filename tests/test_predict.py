@@ -1,5 +1,6 @@
 """pipeline/predict.py and `imgpipe predict` on one really trained and exported B3 (32 px,
-2 steps from a saved backbone weights file, as in test_export.py)."""
+3 classes, 2 steps from a saved backbone weights file): the session fixture `tiny_model`
+(conftest.py), whose export test_export.py checks."""
 from __future__ import annotations
 
 import json
@@ -11,27 +12,15 @@ import pytest
 import tensorflow as tf
 
 from pipeline import cli, predict
-from tiny_shards import CLASSES, encode, image_array, png_declaring, write_backbone_weights, \
-    write_tiny_examples, write_transform_graph
-from trainer_module import export, train
+from tiny_shards import CLASSES, encode, image_array, png_declaring
+from trainer_module import export
 
 pytestmark = pytest.mark.slow
-S = 32
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    patterns = write_tiny_examples(root / "data", num_classes=3)
-    transform_dir = write_transform_graph(root / "tg", root / "tft_tmp", image_size=S,
-                                          num_classes=3)
-    serving = str(root / "work" / "serving" / "17")
-    train.train_and_export(
-        [patterns["train"]], [patterns["eval"]], model_run_dir=str(root / "run"),
-        serving_model_dir=serving, transform_output_dir=transform_dir, image_size=S,
-        batch_size=4, epochs=1, train_steps=2, eval_steps=1,
-        weights=write_backbone_weights(root / "b3.h5", image_size=S))
-    return serving
+def model_dir(tiny_model):
+    return tiny_model.serving_dir  # workdir/serving/17
 
 
 @pytest.fixture

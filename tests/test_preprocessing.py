@@ -5,7 +5,6 @@ not 1.0, and the colleague's `model.assert_unnormalized` must reject [0, 1] inpu
 """
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
@@ -13,11 +12,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from PIL import Image
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx.utils import io_utils
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from helpers import encode
 from trainer_module import features, image_ops, model, preprocessing
 
 S = 16
@@ -25,14 +24,8 @@ SCHEMA = os.path.join(os.path.dirname(__file__), os.pardir, "components", "data_
                       "schema_template.pbtxt")
 
 
-def _encode(array: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, fmt)
-    return buf.getvalue()
-
-
-WHITE = _encode(np.full((40, 30, 3), 255, np.uint8), "JPEG")
-GRADIENT = _encode(np.tile(np.arange(0, 256, 4, dtype=np.uint8)[None, :, None], (20, 1, 3)),
+WHITE = encode(np.full((40, 30, 3), 255, np.uint8), "JPEG")
+GRADIENT = encode(np.tile(np.arange(0, 256, 4, dtype=np.uint8)[None, :, None], (20, 1, 3)),
                    "PNG")
 
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 from PIL import Image, ImageFont
 
+from helpers import mlmd_store
 from pipeline import run_report
 from tiny_shards import write_tiny_examples
 
@@ -72,10 +73,6 @@ def test_misclassified_grid_draws_exactly_the_listed_mistakes(tmp_path):
 
 
 def test_no_evaluation_yet_means_no_report(tmp_path):
-    from ml_metadata.metadata_store import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(tmp_path / "metadata.sqlite")
-    metadata_store.MetadataStore(config)  # an empty, real store
+    mlmd_store(tmp_path)  # an empty, real store
     assert run_report.build(str(tmp_path)) is None
     assert not os.path.exists(tmp_path / "reports")

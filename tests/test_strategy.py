@@ -213,6 +213,7 @@ def test_run_fn_checks_the_accelerator_before_training(monkeypatch):
         assert len(calls) == 3  # refused before training started
 
 
+@pytest.mark.slow
 def test_a_gpu_trainer_process_without_a_gpu_stops_at_once_with_one_line(tmp_path):
     """A GPU Trainer on the CPU image, end to end: the config's custom_config, through JSON
     as TFX hands it over, into run_fn in a fresh process that sees no GPU."""

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
+from helpers import encode, noise, write_file
 from pipeline import workdir_lock
 
 VENV_BIN = os.path.dirname(sys.executable)
@@ -35,6 +35,7 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_a_second_holder_is_refused_and_a_killed_holder_frees_the_workdir(tmp_path):
     workdir = str(tmp_path / "work")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, workdir], stdout=subprocess.PIPE,
@@ -60,10 +61,7 @@ def test_a_second_holder_is_refused_and_a_killed_holder_frees_the_workdir(tmp_pa
 def _images(root, count: int = 16) -> None:
     rng = np.random.default_rng(0)
     for i in range(count):
-        folder = os.path.join(str(root), "ab"[i % 2])
-        os.makedirs(folder, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
-            os.path.join(folder, f"{i}.jpg"))
+        write_file(root, f"{'ab'[i % 2]}/{i}.jpg", encode(noise(rng, 24, 24), "JPEG"))
 
 
 def _unfinished(workdir: str):

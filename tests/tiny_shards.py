@@ -8,14 +8,13 @@ field with noise (i=2): learnable at 32 px, different sizes, JPEG and PNG mixed.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
+from helpers import encode, png_declaring  # noqa: F401  (the trainer tests take them from here)
 from trainer_module import features
 
 CLASSES = ("bright", "dark", "grey")
@@ -30,30 +29,6 @@ def image_array(class_index: int, height: int, width: int, seed: int) -> np.ndar
         img[top:top + height // 2, left:left + width // 2] = 255 - base
     img += rng.integers(-20, 21, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def encode(array: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, fmt)
-    return buf.getvalue()
-
-
-def png_declaring(width: int, height: int, rows: int = 0) -> bytes:
-    """An 8-bit RGB PNG whose header declares width x height; only the first `rows` rows of
-    black pixels follow (0: none), so a decoder fails on it but a header reader does not.
-    With rows == height it is a complete, valid image (zlib keeps black rows tiny)."""
-    import struct  # pylint: disable=g-import-not-at-top
-    import zlib  # pylint: disable=g-import-not-at-top
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    packer = zlib.compressobj(9)
-    row = bytes(1 + 3 * width)  # filter byte 0, then black RGB
-    body = b"".join(packer.compress(row) for _ in range(rows)) + packer.flush()
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
 def make_example(image_bytes: bytes, label: int, name: str, fmt: str, shape,
@@ -145,3 +120,25 @@ def write_backbone_weights(path, *, image_size: int) -> str:
     _, _, backbone = model.build_model(2, image_size=image_size, augment=False)
     backbone.save_weights(str(path))
     return str(path)
+
+
+def train_tiny_model(root, *, image_size: int = 32, num_classes: int = 3):
+    """Really trains EfficientNetB3 (2 steps at image_size, from write_backbone_weights'
+    file) on write_tiny_examples and exports it with a Transform graph into a workdir layout:
+    root/work/serving/17. backup_interval_s=None, as in a local run."""
+    import types  # pylint: disable=g-import-not-at-top
+
+    from trainer_module import train  # pylint: disable=g-import-not-at-top
+
+    patterns = write_tiny_examples(root / "data", num_classes=num_classes)
+    transform_dir = write_transform_graph(root / "transform_graph", root / "tft_tmp",
+                                          image_size=image_size, num_classes=num_classes)
+    serving_dir = str(root / "work" / "serving" / "17")
+    train.train_and_export(
+        [patterns["train"]], [patterns["eval"]], model_run_dir=str(root / "model_run"),
+        serving_model_dir=serving_dir, transform_output_dir=transform_dir,
+        image_size=image_size, batch_size=4, epochs=1, train_steps=2, eval_steps=1,
+        weights=write_backbone_weights(root / "b3_notop.h5", image_size=image_size),
+        backup_interval_s=None)
+    return types.SimpleNamespace(root=root, serving_dir=serving_dir, patterns=patterns,
+                                 transform_dir=transform_dir, classes=CLASSES[:num_classes])
