@@ -9,6 +9,12 @@ uploads declared outputs to after it. Three runs:
   B  gs:// root, backend 2.4 layout (names "", /tmp/kfp_outputs), log publishing off
   C  gs:// root, backend 2.5 layout with logs, a schema the data breaks: the gate stops it
 
+Every task is a new process with the launcher's argv and environment; the processes are forked
+from one server that has imported what the entrypoint imports first in every task (TFX,
+TensorFlow, Beam), which would otherwise cost each task ~17 s of CPU (kfp_replay.ForkServer
+lists what that changes; the project's code still runs anew in every task). A runs beside B
+then C (two threads; each run's tasks still one after the other, in pods of their own).
+
 The run's pipeline root is the replay's, never the spec's defaultPipelineRoot (which points
 at a bucket no task can reach here), as on a real backend.
 """
@@ -18,6 +24,9 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import threading
+import time
 import uuid
 
 import numpy as np
@@ -29,13 +38,19 @@ from PIL import Image
 
 from kubeflow import compiler, reports, targets
 from pipeline.config import load_config
-from kfp_replay import LOGS_KEY, Backend, ObjectStore, Replay, local_path
+from kfp_replay import (LOGS_KEY, Backend, ForkServer, ObjectStore, Pods, Replay,
+                        launcher_env, local_path)
 
 pytestmark = pytest.mark.slow
 
 TASKS = ["ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
          "DataReport", "DataGate", "Transform", "Trainer", "Evaluator", "Pusher", "RunReport"]
 IMAGES = 20
+# What kubeflow/entrypoint.py imports in every task before its executor runs (`_class_path`
+# for the artifact types, `main` for TFX's runner): what the fork server preloads.
+PRELOAD = ("yaml", "tfx.utils.import_utils", "tfx.orchestration.kubeflow.v2.compiler_utils",
+           "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor")
+PROJECT = ("kubeflow", "pipeline", "components", "trainer_module")  # never preloaded
 
 
 def _write_images(root, count: int) -> None:
@@ -76,39 +91,107 @@ def world(tmp_path_factory):
     shutil.rmtree(f"/gcs/imgpipe-replay-{token}", ignore_errors=True)
 
 
-def _replay(world, name: str, spec: dict, backend: Backend, root: str,
+@pytest.fixture(scope="module")
+def pods(tmp_path_factory):
+    env = launcher_env()
+    # The entrypoint sets it before TFX imports TensorFlow; preloading must see the same.
+    assert env.get("TF_USE_LEGACY_KERAS") == "1"
+    log = tmp_path_factory.mktemp("fork_server") / "server.log"
+    server = ForkServer(env, PRELOAD, PROJECT, str(log))  # imports while `world` compiles
+    yield server
+    server.close()
+
+
+def _replay(world, pods, name: str, spec: dict, backend: Backend, root: str,
             params: dict) -> Replay:
     folder = world["tmp"] / name
     folder.mkdir()
     replay = Replay(spec, backend, ObjectStore(str(folder / "store")), root,
-                    parameters=params, workdir=str(folder))
+                    parameters=params, workdir=str(folder), pods=pods)
     replay.run()
     replay.cleanup()
     return replay
 
 
-@pytest.fixture(scope="module")
-def run_a(world):
-    return _replay(world, "a", world["spec"], Backend("2.16", publish_logs=True),
-                   world["roots"]["minio"], {"data_root": world["data"], "epochs": 1})
-
-
-@pytest.fixture(scope="module")
-def run_b(world):
-    return _replay(world, "b", world["spec"], Backend("2.4", publish_logs=False),
-                   world["roots"]["gs"], {"data_root": world["data"], "epochs": 1})
-
-
-@pytest.fixture(scope="module")
-def run_c(world):
+def _strict_spec(world) -> dict:
     template = os.path.join(os.path.dirname(os.path.dirname(__file__)), "components",
                             "data_validation", "schema_template.pbtxt")
     strict = world["tmp"] / "strict.pbtxt"
     with open(template, encoding="utf-8") as f:
         strict.write_text(f.read().replace('value: "jpeg"', ""))
-    spec = _spec(world["tmp"], schema_path=str(strict))
-    return _replay(world, "c", spec, Backend("2.5", publish_logs=True),
-                   world["roots"]["gs"] + "-blocked", {"data_root": world["data"]})
+    return _spec(world["tmp"], schema_path=str(strict))
+
+
+RUNS = {  # name: (spec, backend, root key, root suffix, run parameters beyond data_root)
+    "run_a": (None, Backend("2.16", publish_logs=True), "minio", "", {"epochs": 1}),
+    "run_b": (None, Backend("2.4", publish_logs=False), "gs", "", {"epochs": 1}),
+    "run_c": (_strict_spec, Backend("2.5", publish_logs=True), "gs", "-blocked", {}),
+}
+# Two lanes, as the machine may have two cores: A beside B then C (B and C take turns with
+# the legacy output file anyway).
+LANES = (("run_a",), ("run_b", "run_c"))
+
+
+def _wanted(request) -> set:
+    """The runs the selected tests of this module use."""
+    wanted = set()
+    for item in request.session.items:
+        if getattr(item, "module", None) is not request.module:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("which") in RUNS:
+            wanted.add(callspec.params["which"])
+        wanted |= set(RUNS) & set(item.fixturenames)
+    return wanted
+
+
+@pytest.fixture(scope="module")
+def runs(pods, world, request):
+    """Every run the selected tests use, the lanes at the same time: name -> Replay, or the
+    exception that stopped it (raised again by the run's fixture)."""
+    wanted = _wanted(request)
+    specs = {n: RUNS[n][0](world) if RUNS[n][0] else world["spec"] for n in wanted}
+    done = {}
+
+    def lane(names):
+        for name in names:
+            _, backend, root, suffix, params = RUNS[name]
+            try:
+                done[name] = _replay(world, pods, name[-1], specs[name], backend,
+                                     world["roots"][root] + suffix,
+                                     {"data_root": world["data"], **params})
+            except BaseException as error:  # pylint: disable=broad-except
+                done[name] = error
+    threads = [threading.Thread(target=lane, args=([n for n in names if n in wanted],),
+                                daemon=True) for names in LANES]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done
+
+
+def _run(runs, name: str) -> Replay:
+    if name not in runs:
+        pytest.fail(f"{name} was not run: the module's selected tests do not name it")
+    if isinstance(runs[name], BaseException):
+        raise runs[name]
+    return runs[name]
+
+
+@pytest.fixture(scope="module")
+def run_a(runs):
+    return _run(runs, "run_a")
+
+
+@pytest.fixture(scope="module")
+def run_b(runs):
+    return _run(runs, "run_b")
+
+
+@pytest.fixture(scope="module")
+def run_c(runs):
+    return _run(runs, "run_c")
 
 
 def _failures(replay: Replay) -> str:
@@ -220,3 +303,50 @@ def test_the_output_file_check_is_strict(tmp_path):
         Replay._output_file(str(path))
     path.write_text(json.dumps({"artifacts": {"m": {"artifacts": [{"uri": "gs://b/m"}]}}}))
     assert isinstance(Replay._output_file(str(path)), pipeline_spec_pb2.ExecutorOutput)
+
+
+_PROBE = '''
+import json, os, sys
+print(json.dumps({"argv": sys.argv, "path": sys.path, "cwd": os.getcwd(),
+                  "env": dict(os.environ), "main": sorted(globals()), "name": __name__,
+                  "fds": sorted(os.listdir("/proc/self/fd")),
+                  "threads": len(os.listdir("/proc/self/task")),
+                  "stdin": os.readlink("/proc/self/fd/0")}))
+print("to stderr", file=sys.stderr)
+if sys.argv[1:] == ["raise"]:
+    raise ValueError("probe failed")
+sys.exit(int(sys.argv[1]) if sys.argv[1:] else 0)
+'''
+
+
+def test_a_forked_task_sees_what_a_new_process_sees(tmp_path):
+    """The fork server's child against `python -m` started afresh: same argv, sys.path,
+    working folder, environment, __main__ namespace, descriptors, one thread; stdout and
+    stderr apart; exit status, uncaught exception and timeout alike."""
+    modules, cwd = tmp_path / "modules", tmp_path / "cwd"
+    modules.mkdir()
+    cwd.mkdir()
+    (modules / "probe.py").write_text(_PROBE)
+    (modules / "sleeper.py").write_text("import time\ntime.sleep(30)\n")
+    env = dict(launcher_env(), PYTHONPATH=str(modules))
+    server = ForkServer(env, ["json"], ["probe"], str(tmp_path / "server.log"))
+    try:
+        fresh = Pods()
+        for args in ([], ["3"], ["raise"]):
+            argv = ["python", "-m", "probe", *args]
+            got = [pods.run(argv, str(cwd), env, 60) for pods in (fresh, server)]
+            (rc, out, err, _), (fork_rc, fork_out, fork_err, cpu) = got
+            assert (fork_rc, json.loads(fork_out)) == (rc, json.loads(out)), args
+            assert err.splitlines()[0] == fork_err.splitlines()[0] == "to stderr"
+            assert err.splitlines()[-1] == fork_err.splitlines()[-1]
+            assert cpu is not None and cpu >= 0
+        assert rc == 1 and err.splitlines()[-1] == "ValueError: probe failed"
+        assert json.loads(out)["threads"] == 1 and json.loads(out)["name"] == "__main__"
+        started = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            server.run(["python", "-m", "sleeper"], str(cwd), env, 1)
+        assert time.monotonic() - started < 20
+        with pytest.raises(AssertionError, match="environment"):
+            server.run(["python", "-m", "probe"], str(cwd), dict(env, EXTRA="1"), 60)
+    finally:
+        server.close()
