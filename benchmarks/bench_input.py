@@ -17,15 +17,21 @@ iterator (fit(epochs=...)); repeated ones in steady state after a lead-in
   tf.data from files       list -> shuffle -> read+decode+resize (parallel) -> batch
   make_dataset cold        trainer_module.make_dataset, training, no cache: every epoch
                            decodes again (one repeated dataset, as fit() uses it)
+  make_dataset cold, random crop  make_dataset(random_crop=True): the model's random zoom
+                           done while decoding (a zoom-in decodes only its window)
+  make_dataset cold + model RandomZoom  cold, then the RandomZoom layer the crop replaces, on
+                           each batch on this CPU (what a CPU training step pays now)
   make_dataset warm (mem)  cache="memory": warm epochs (first epoch = fill, listed apart)
   make_dataset warm (file) cache=<file prefix>: warm epochs
   make_dataset, ingest-downscaled  phone set only: shards re-encoded at ingest (max_side)
   limit decode+resize      tf.data over in-memory bytes, all cores, image_ops' decode
+  limit random zoom        the same through image_ops.decode_random_zoom_and_resize
   limit full decode        the same with a plain full-size decode (no DCT scaling)
   limit decode only        full decode, no resize
 
 and peak RSS of a fresh process iterating make_dataset over M vs 10*M images (goal: flat).
-Goals checked: cold >= 0.9x limit; warm >= 5x idfd; phone make_dataset >= 5x idfd.
+Goals checked: cold >= 0.9x limit; cold random crop >= 1.0x limit; warm >= 5x idfd;
+phone make_dataset >= 5x idfd.
 Results and their reading: BENCHMARKS.md, "Input pipeline".
 """
 from __future__ import annotations
@@ -164,16 +170,19 @@ def finite_epochs(ds):
     return python_epochs(lambda: sum(_images(batch) for batch in ds))
 
 
-def steady_epochs(ds, B: int):
+def steady_epochs(ds, B: int, step=None):
     """A repeated pipeline as fit(steps_per_epoch) sees it: a fresh iterator, a lead-in
     (threads, autotuning), then max(16, count // B) timed steps. Only for pipelines whose
     buffers hold no decoded work ahead beyond a few batches. The iterator is dropped
-    afterwards, so it cannot keep working while other pipelines are timed."""
+    afterwards, so it cannot keep working while other pipelines are timed. `step`: run on
+    each batch (in the timed window), as a training step would."""
+    step = step or (lambda batch: batch)
+
     def epoch(count):
         iterator, steps = iter(ds.repeat()), max(16, count // B)
         for _ in range(max(4, steps // 4)):
-            next(iterator)
-        result = _timed(lambda: sum(_images(next(iterator)) for _ in range(steps)))
+            step(next(iterator))
+        result = _timed(lambda: sum(_images(step(next(iterator))) for _ in range(steps)))
         del iterator
         return result
     return epoch
@@ -220,10 +229,20 @@ def tfdata_files(paths, S, B):
                          .batch(B).prefetch(AUTOTUNE))
 
 
-def make_dataset_epochs(shards, S, B, cache=None):
+def make_dataset_epochs(shards, S, B, cache=None, random_crop=False, step=None):
     """Training input: without a cache every epoch decodes again; with one, it reads back."""
     return steady_epochs(dataset.make_dataset(
-        shards, image_size=S, batch_size=B, training=True, cache=cache), B)
+        shards, image_size=S, batch_size=B, training=True, cache=cache,
+        random_crop=random_crop), B, step)
+
+
+def model_zoom_step():
+    """The training model's RandomZoom (model.AUGMENTATION), run on each uint8 batch as the
+    training step runs it: cast to float32, zoom, on this CPU. Returns (images, labels)."""
+    from trainer_module import model  # pylint: disable=import-outside-toplevel
+    layer = tf_keras.layers.RandomZoom(**dict(model.AUGMENTATION)["RandomZoom"])
+    zoom = tf.function(lambda images: layer(tf.cast(images, tf.float32), training=True))
+    return lambda batch: (zoom(batch[0]).numpy(), batch[1])
 
 
 def in_memory(paths, S, B, decode):
@@ -245,8 +264,11 @@ def decode_only(b):
 
 IDFD = "image_dataset_from_directory + prefetch"
 COLD = "make_dataset cold (no cache)"
+CROP = "make_dataset cold, random crop (decode only the window)"
+COLD_ZOOM = "make_dataset cold + the model's RandomZoom on this CPU"
 WARM = "make_dataset warm (cache=memory)"
 LIMIT = "limit: decode+resize in memory (image_ops)"
+ZOOM_LIMIT = "limit: decode+random zoom+resize in memory (image_ops)"
 FULL_LIMIT = "limit: full decode+resize in memory"
 DOWNSCALED = "make_dataset cold, ingest-downscaled shards"
 
@@ -284,9 +306,13 @@ def run_size(name: str, paths: dict, S: int, B: int, rounds: int, workdir: str) 
         IDFD: idfd(paths, S, B),
         "tf.data from files (parallel map)": tfdata_files(paths, S, B),
         COLD: make_dataset_epochs(shards, S, B),
+        CROP: make_dataset_epochs(shards, S, B, random_crop=True),
+        COLD_ZOOM: make_dataset_epochs(shards, S, B, step=model_zoom_step()),
         WARM: steady_epochs(fill.pop("_memory"), B),
         "make_dataset warm (cache=file)": steady_epochs(fill.pop("_file"), B),
         LIMIT: in_memory(paths, S, B, lambda b: image_ops.decode_and_resize(b, S)),
+        ZOOM_LIMIT: in_memory(paths, S, B,
+                              lambda b: image_ops.decode_random_zoom_and_resize(b, S)),
         FULL_LIMIT: in_memory(paths, S, B, plain_decode_resize(S)),
         "limit: full decode only in memory": in_memory(paths, S, B, decode_only),
     }
@@ -357,6 +383,10 @@ def goals(sets: dict) -> list:
         return (rates[fast][0] / rates[slow][0], rates[slow][1] / rates[fast][1])
     rows = [("ImageNet size: cold ≥ 0.9× in-memory decode+resize limit",
              *ratio("imagenet", COLD, LIMIT), 0.9),
+            ("ImageNet size: cold random crop ≥ 1.0× in-memory decode+resize limit",
+             *ratio("imagenet", CROP, LIMIT), 1.0),
+            ("ImageNet size: cold random crop ≥ 1.0× cold + model RandomZoom (CPU)",
+             *ratio("imagenet", CROP, COLD_ZOOM), 1.0),
             ("ImageNet size: warm (memory cache) ≥ 5× idfd + prefetch",
              *ratio("imagenet", WARM, IDFD), 5.0)]
     if "phone" in sets:
@@ -364,6 +394,8 @@ def goals(sets: dict) -> list:
                   *ratio("phone", COLD, IDFD), 5.0),
                  ("phone: make_dataset on ingest-downscaled shards ≥ 5× idfd",
                   *ratio("phone", DOWNSCALED, IDFD), 5.0),
+                 ("phone: cold random crop ≥ 1.0× in-memory decode+resize limit",
+                  *ratio("phone", CROP, LIMIT), 1.0),
                  ("phone: DCT-scaled ≥ 1× full decode+resize (in-memory limits)",
                   *ratio("phone", LIMIT, FULL_LIMIT), 1.0),
                  ("phone: make_dataset warm (memory cache) ≥ 5× idfd",

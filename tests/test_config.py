@@ -79,6 +79,7 @@ def test_yaml_is_safe_loaded(tmp_path):
     ({"training": {"layout": "csv"}}, "unknown config key.*training.layout"),
     ({"seed": -1}, "seed=-1"),
     ({"random_crop": True, "cache": "memory"}, "random_crop=true with cache='memory'"),
+    ({"random_crop": True, "augment": False}, "random_crop=true is the augmentation's zoom"),
     ({"resources": {"Trainr": {"cpu": 2}}}, "unknown component 'Trainr'"),
     ({"trainer_accelerator": "NVIDIA_L4"}, "set both"),
     ({"beam_runner": "spark"}, "beam_runner='spark'"),

@@ -7,28 +7,21 @@ layout; one test reads real `IngestImages` output (in-process Beam, the same PTr
 from __future__ import annotations
 
 import collections
-import io
 import os
 
 import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from components.image_example_gen.ingest import IngestImages, IngestOptions
 from pipeline.demo_data import generate_dataset
 from trainer_module import dataset, features, image_ops, make_dataset
+from helpers import encode
 from tiny_shards import make_example
 
 S = 24
 N = 20
-
-
-def _encode(array: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, fmt)
-    return buf.getvalue()
 
 
 def _image(i: int) -> bytes:
@@ -37,14 +30,14 @@ def _image(i: int) -> bytes:
     rgb = np.broadcast_to(colour, (30 + i, 40, 3)).copy()
     kind = i % 5
     if kind == 1:
-        return _encode(np.dstack([rgb, np.full(rgb.shape[:2], 99, np.uint8)]), "PNG")
+        return encode(np.dstack([rgb, np.full(rgb.shape[:2], 99, np.uint8)]), "PNG")
     if kind == 2:
-        return _encode(rgb[..., 0].copy(), "PNG")
+        return encode(rgb[..., 0].copy(), "PNG")
     if kind == 3:
-        return _encode(rgb, "GIF")
+        return encode(rgb, "GIF")
     if kind == 4:
-        return _encode(rgb, "BMP")
-    return _encode(rgb if i % 2 else np.broadcast_to(colour, (5 * S, 6 * S, 3)).copy(), "JPEG")
+        return encode(rgb, "BMP")
+    return encode(rgb if i % 2 else np.broadcast_to(colour, (5 * S, 6 * S, 3)).copy(), "JPEG")
 
 
 def _example(image: bytes, label: int) -> bytes:
@@ -156,16 +149,40 @@ def test_gzip_shards_and_lists_of_patterns(tmp_path, reference):
         assert sorted(labels) == list(range(N))
 
 
-def test_random_crop_is_training_only_and_gives_the_contract(shards):
+def test_random_crop_is_training_only_and_gives_the_contract(shards, reference):
     ds = make_dataset(shards, image_size=S, batch_size=5, training=True, random_crop=True,
                       seed=1)
     images, labels = next(iter(ds))
     assert images.shape == (5, S, S, 3) and images.dtype == tf.uint8
+    for image, label in zip(images.numpy(), labels.numpy()):  # solid colours stay solid
+        np.testing.assert_allclose(image.mean((0, 1)), reference[label].mean((0, 1)), atol=3)
     with pytest.raises(ValueError, match="random_crop"):
         make_dataset(shards, image_size=S, batch_size=5, training=False, random_crop=True)
     with pytest.raises(ValueError, match="random_crop"):
         make_dataset(shards, image_size=S, batch_size=5, training=True, random_crop=True,
                      cache="memory")
+
+
+def test_random_crop_zooms_each_image_in_and_out_every_epoch(tmp_path):
+    """The model's random zoom, done in the input: a centred white bar (in a JPEG and a PNG)
+    shows zoomed by U[0.9, 1.1], a new zoom for each image in every epoch."""
+    folder = os.path.join(str(tmp_path), "Split-train")
+    os.makedirs(folder)
+    side = 96  # upsampled from 48 x 64, so the bar's edges blend and its width reads finely
+    square = np.zeros((48, 64, 3), np.uint8)
+    square[16:32, 16:48] = 255  # half the width: side / 2 wide at zoom 1
+    with tf.io.TFRecordWriter(os.path.join(folder, "data_tfrecord-00000-of-00001")) as writer:
+        writer.write(_example(encode(square, "JPEG", quality=95), 0))
+        writer.write(_example(encode(square, "PNG"), 1))
+    ds = make_dataset(folder, image_size=side, batch_size=2, training=True, random_crop=True)
+    zooms = collections.defaultdict(list)
+    for images, labels in ds.take(60):
+        for image, label in zip(images.numpy(), labels.numpy()):
+            middle = image[side // 2, :, 0].astype(np.float64) / 255
+            zooms[int(label)].append((side / 2) / middle.sum())
+    for label, values in zooms.items():  # both sides of 1, within the range
+        assert min(values) < 0.97 and max(values) > 1.03, (label, values)
+        assert 0.88 < min(values) and max(values) < 1.12, (label, values)
 
 
 def test_errors_name_the_problem(shards, tmp_path):

@@ -64,6 +64,10 @@ def test_augmentation_only_in_training_model_and_head_settings():
 
     no_aug, _, _ = model.build_model(3, image_size=S, augment=False)
     assert _augmentation_types(no_aug) == set()
+    # The input zooms instead (make_dataset(random_crop=True)): the model must not zoom again.
+    input_zooms, _, _ = model.build_model(3, image_size=S, random_crop=True)
+    assert _augmentation_types(input_zooms) == {"RandomFlip", "RandomRotation",
+                                                "RandomContrast"}
 
 
 def test_weights_from_a_file_local_and_remote_then_two_stage_unfreeze(tmp_path):

@@ -35,6 +35,8 @@ SCRIPT = """
 import json, sys
 import tensorflow as tf
 tf.get_logger().setLevel("INFO")  # shows which strategy was built; runs no TF op
+from absl import logging
+logging.set_verbosity(logging.INFO)  # as TFX's executor runner sets it
 from trainer_module import train
 args = json.loads(sys.argv[1])
 history = train.train_and_export(args["train"], args["eval"], **args["kwargs"])
@@ -223,7 +225,8 @@ def test_killed_trainer_resumes_from_its_backup(tmp_path, capsys, weights_file):
 
 @pytest.mark.slow
 def test_multi_worker_mirrored_strategy_with_two_real_workers(tmp_path):
-    """From scratch (weights none): every B3 gradient goes through the all-reduce."""
+    """From scratch (weights none): every B3 gradient goes through the all-reduce; the
+    input zooms while decoding (random_crop), each worker on its own shard."""
     patterns = write_tiny_examples(tmp_path / "data")
     run_dir, serving_dir = tmp_path / "model_run", tmp_path / "serving_model"
     ports = [portpicker.pick_unused_port() for _ in range(2)]
@@ -231,7 +234,8 @@ def test_multi_worker_mirrored_strategy_with_two_real_workers(tmp_path):
     args = {"train": [patterns["train"]], "eval": [patterns["eval"]],
             "kwargs": dict(model_run_dir=str(run_dir), serving_model_dir=str(serving_dir),
                            image_size=S, batch_size=4, epochs=1, train_steps=2, eval_steps=1,
-                           strategy="auto")}
+                           strategy="auto", backup_interval_s=0,  # a restartable run
+                           random_crop=True)}
     workers = [_start(tmp_path, args, f"worker{i}.log", TF_CONFIG=json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": i}})) for i in range(2)]
     try:
@@ -253,6 +257,9 @@ def test_multi_worker_mirrored_strategy_with_two_real_workers(tmp_path):
         assert p.returncode == 0, text[-4000:]
         assert "MultiWorkerMirroredStrategy with cluster_spec" in text
         assert "num_workers = 2" in text
+        # random_crop: the zoom moves from the model into the input, not into both.
+        assert ("Augmentation: RandomFlip, RandomRotation, RandomContrast, "
+                "RandomZoom while decoding (random_crop).") in text
         histories.append(json.loads(text.split("HISTORY ", 1)[1].splitlines()[0]))
     assert histories[0]["head"]["epoch"] == [0]
     # Each worker read its own shard of the data, yet both report the same (all-reduced)

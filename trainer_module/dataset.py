@@ -13,6 +13,8 @@ Order of operations, and why:
   parse + decode + resize       parallel (AUTOTUNE)
   [cache decoded uint8]         warm epochs skip reading and decoding entirely; random
                                 augmentation runs after it, in the training model
+  [or random_crop, no cache]    the model's random zoom done while decoding: a zoom-in
+                                decodes only its window (cold epochs, data beyond a cache)
   [shuffle decoded images]      with a cache: shuffled after it, so epochs still differ
   repeat -> batch(drop_remainder) -> prefetch
 
@@ -137,10 +139,12 @@ def make_dataset(file_pattern: Union[str, Sequence[str]], *, image_size: int,
         being cached" for every completed file cache: a false alarm (tensorflow#60174).
       repeat: defaults to `training`.
       drop_remainder: defaults to `training` (full, static-shape batches for TPU/XLA).
-      seed: shuffle (and random crop) seed, for reproducible tests.
+      seed: shuffle (and random zoom) seed, for reproducible tests.
       options: extra tf.data.Options, applied last.
-      random_crop: training only: decode an Inception-style random crop of each JPEG (only
-        the window is decoded) instead of the whole image. Not with a cache.
+      random_crop: training only: each image gets the model's random zoom
+        (image_ops.decode_random_zoom_and_resize: RandomZoom(ZOOM_FACTOR)'s distribution);
+        a zoom-in decodes only its window of a JPEG. Build the model with
+        build_model(random_crop=True) then, so it does not zoom twice. Not with a cache.
       deterministic: element order of parallel steps; defaults to `not training`.
       num_parallel_reads: shards read at once.
 
@@ -173,7 +177,7 @@ def make_dataset(file_pattern: Union[str, Sequence[str]], *, image_size: int,
 
     if random_crop:
         def decode(image_bytes):
-            return image_ops.decode_random_crop_and_resize(image_bytes, image_size, seed=seed)
+            return image_ops.decode_random_zoom_and_resize(image_bytes, image_size, seed=seed)
     else:
         def decode(image_bytes):
             return image_ops.decode_and_resize(image_bytes, image_size)

@@ -20,19 +20,22 @@ Cheap decode paths:
   1800x1400 photos (BENCHMARKS.md). For sources far above S, downscaling once at ingest
   (`max_side`) pays more. It is also the better filter: a plain bilinear resize from 4x
   the target samples only a few of the source pixels. Images below 2S decode at full size.
-* `decode_random_crop_and_resize` (training only; `make_dataset(random_crop=True)`) draws an
-  Inception-style crop window from the header alone and decodes only that window with
-  `tf.io.decode_and_crop_jpeg`, DCT-scaled the same way. Nothing in eval or serving calls it.
+* `decode_random_zoom_and_resize` (training only; `make_dataset(random_crop=True)`) is the
+  model's RandomZoom(ZOOM_FACTOR) done while decoding: the same zoom distribution, centred,
+  but a zoom-in decodes only its window (`tf.io.decode_and_crop_jpeg`, DCT-scaled the same
+  way) and resamples it from the source, not from the already resized image. Nothing in
+  eval or serving calls it.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import tensorflow as tf
 
 JPEG_RATIOS = (1, 2, 4, 8)  # the DCT scale factors libjpeg offers (1/1, 1/2, 1/4, 1/8)
-CROP_AREA_RANGE = (0.25, 1.0)  # fraction of the image area a random crop keeps
-CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
+# The training zoom: RandomZoom(height_factor=ZOOM_FACTOR) in the model, or the same zoom
+# in the input (`decode_random_zoom_and_resize`); model.AUGMENTATION reads it from here.
+ZOOM_FACTOR = 0.1
 
 
 def is_jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -116,10 +119,17 @@ def decode_jpeg_scaled(image_bytes: tf.Tensor, image_size: int,
     else:
         crop_window = tf.cast(crop_window, tf.int32)
         index = jpeg_ratio_index(tf.minimum(crop_window[2], crop_window[3]), image_size)
-        # With ratio > 1 TF crops in the scaled image, so the window is scaled too. Flooring
-        # keeps it inside the ceil(side / r) scaled image and (by the choice of r) >= S.
+        start, end = crop_window[:2], crop_window[:2] + crop_window[2:]
+
+        def scaled(r):
+            # With ratio > 1 TF crops in the scaled image, so the window is scaled too: both
+            # ends rounded to the nearest scaled pixel (so a centred window stays centred).
+            # That keeps it inside the ceil(side / r) scaled image and, as
+            # round(e / r) - round(s / r) >= floor((e - s) / r), (by the choice of r) >= S.
+            first, last = (2 * start + r) // (2 * r), (2 * end + r) // (2 * r)
+            return tf.concat([first, last - first], 0)
         branches = [lambda r=r: tf.io.decode_and_crop_jpeg(
-            image_bytes, crop_window // r, channels=3, ratio=r) for r in JPEG_RATIOS]
+            image_bytes, scaled(r), channels=3, ratio=r) for r in JPEG_RATIOS]
     return tf.switch_case(index, branches)
 
 
@@ -172,45 +182,85 @@ def decode_and_resize_batch(image_bytes: tf.Tensor, image_size: int) -> tf.Tenso
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
 
 
-def random_crop_window(image_shape: tf.Tensor, *,
-                       area_range: Tuple[float, float] = CROP_AREA_RANGE,
-                       aspect_ratio_range: Tuple[float, float] = CROP_ASPECT_RANGE,
-                       seed: Optional[int] = None) -> tf.Tensor:
-    """int32 [y, x, height, width] of an Inception-style random crop of an [H, W, ...] image.
+def _zoom_margins(sides: tf.Tensor, zoom: tf.Tensor) -> tf.Tensor:
+    """int32 [2]: whole pixels that a zoom by `zoom` takes off (zoom < 1) or adds (zoom > 1)
+    at each end of [H, W]: round(side * |1 - zoom| / 2), equal at both ends, so the result
+    stays exactly centred."""
+    sides = tf.cast(sides, tf.float32)
+    return tf.cast(tf.round(sides * tf.abs(1.0 - tf.cast(zoom, tf.float32)) / 2), tf.int32)
 
-    Falls back to the whole image when no window fits (after 20 tries).
+
+def zoom_window(image_shape: tf.Tensor, zoom: tf.Tensor) -> tf.Tensor:
+    """int32 [y, x, height, width]: the centred window of about zoom * (H, W) that a zoom-in
+    by `zoom` (< 1) keeps of an [H, W, ...] image (at least 1 pixel a side)."""
+    sides = tf.cast(image_shape[:2], tf.int32)
+    margins = tf.minimum(_zoom_margins(sides, zoom), (sides - 1) // 2)
+    return tf.concat([margins, sides - 2 * margins], 0)
+
+
+def _reflect_pad(image: tf.Tensor, margins: tf.Tensor) -> tf.Tensor:
+    """Pads [H, W, C] by margins [y, x] (each <= its side) at both ends of each axis,
+    mirrored with the edge pixel repeated (d c b a | a b c d | d c b a), as Keras'
+    fill_mode="reflect" does. tf.pad(mode="SYMMETRIC") does the same but measured ~10x
+    slower on uint8 here."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    image = tf.concat([tf.reverse(image[:margins[0]], [0]), image,
+                       tf.reverse(image[h - margins[0]:], [0])], 0)
+    return tf.concat([tf.reverse(image[:, :margins[1]], [1]), image,
+                      tf.reverse(image[:, w - margins[1]:], [1])], 1)
+
+
+def zoom_and_resize(image_bytes: tf.Tensor, image_size: int, zoom: tf.Tensor) -> tf.Tensor:
+    """Encoded bytes -> uint8 [S, S, 3]: the centred zoom * (H, W) window of the image,
+    mirrored beyond its edges, resized to S x S.
+
+    That is RandomZoom(height_factor) with this zoom (both axes alike, bilinear,
+    fill_mode="reflect") applied to `decode_and_resize`'s output, up to rounding the window
+    to whole (DCT-scaled) source pixels, but resampled once, from the source:
+    * zoom < 1 (zoom in): only the window is decoded (JPEG: `decode_and_crop_jpeg`,
+      DCT-scaled when the window is >= 2S; other formats: decoded whole, then sliced);
+    * zoom >= 1 (zoom out): the whole image is decoded (DCT-scaled when >= 2S) and mirrored
+      out to the window.
+
+    Args:
+      zoom: scalar float in (0, 2): the fraction of each side the output shows.
     """
-    begin, size, _ = tf.image.sample_distorted_bounding_box(
-        tf.cast(image_shape, tf.int32),
-        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
-        min_object_covered=0.0, aspect_ratio_range=aspect_ratio_range,
-        area_range=area_range, max_attempts=20, use_image_if_no_bounding_boxes=True,
-        seed=seed)
-    return tf.stack([begin[0], begin[1], size[0], size[1]])
+    zoom = tf.cast(zoom, tf.float32)
 
+    def zoom_in():
+        def jpeg():
+            window = zoom_window(tf.io.extract_jpeg_shape(image_bytes), zoom)
+            return decode_jpeg_scaled(image_bytes, image_size, crop_window=window)
 
-def decode_random_crop_and_resize(image_bytes: tf.Tensor, image_size: int, *,
-                                  area_range: Tuple[float, float] = CROP_AREA_RANGE,
-                                  aspect_ratio_range: Tuple[float, float] = CROP_ASPECT_RANGE,
-                                  seed: Optional[int] = None) -> tf.Tensor:
-    """Training-only augmentation: a random crop, resized to uint8 [S, S, 3].
+        def other():
+            image = _decode_any(image_bytes)
+            window = zoom_window(tf.shape(image), zoom)
+            return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
 
-    JPEGs decode only the crop window (and DCT-scaled when it is >= 2S), so this is cheaper
-    than decoding the whole image. Other formats are decoded whole and then cropped.
-    Never use it for evaluation or serving: they call `decode_and_resize`.
-    """
-    def _jpeg():
-        shape = tf.io.extract_jpeg_shape(image_bytes)
-        window = random_crop_window(shape, area_range=area_range,
-                                    aspect_ratio_range=aspect_ratio_range, seed=seed)
-        return decode_jpeg_scaled(image_bytes, image_size, crop_window=window)
+        return tf.cond(is_jpeg(image_bytes), jpeg, other)
 
-    def _other():
-        image = _decode_any(image_bytes)
-        window = random_crop_window(tf.shape(image), area_range=area_range,
-                                    aspect_ratio_range=aspect_ratio_range, seed=seed)
-        return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
+    def zoom_out():
+        image = decode_image(image_bytes, image_size)
+        sides = tf.shape(image)[:2]
+        return _reflect_pad(image, tf.minimum(_zoom_margins(sides, zoom), sides))
 
-    image = tf.cond(is_jpeg(image_bytes), _jpeg, _other)
+    image = tf.cond(zoom < 1.0, zoom_in, zoom_out)
     image.set_shape([None, None, 3])
     return resize(image, image_size)
+
+
+def decode_random_zoom_and_resize(image_bytes: tf.Tensor, image_size: int, *,
+                                  factor: float = ZOOM_FACTOR,
+                                  seed: Optional[int] = None) -> tf.Tensor:
+    """Training-only augmentation: `zoom_and_resize` with zoom ~ U[1 - factor, 1 + factor],
+    the distribution of RandomZoom(height_factor=factor). uint8 [S, S, 3].
+
+    Never use it for evaluation or serving: they call `decode_and_resize`.
+
+    Raises:
+      ValueError: factor outside [0, 1).
+    """
+    if not 0.0 <= factor < 1.0:
+        raise ValueError(f"factor={factor!r}: must be in [0, 1).")
+    zoom = tf.random.uniform([], 1.0 - factor, 1.0 + factor, seed=seed)
+    return zoom_and_resize(image_bytes, image_size, zoom)

@@ -22,6 +22,7 @@ import urllib.request
 import tensorflow as tf
 import tf_keras
 
+from trainer_module import image_ops
 from trainer_module.options import TrainOptions
 
 BACKBONE_NAME = "efficientnetb3"
@@ -30,7 +31,12 @@ NUM_BLOCKS = 7  # EfficientNet stages block1 .. block7
 AUGMENTATION = (  # (layer class, kwargs); data, so it can be read and changed in one place
     ("RandomFlip", {"mode": "horizontal"}),
     ("RandomRotation", {"factor": 0.05}),
-    ("RandomZoom", {"height_factor": 0.1}),
+    # Left out when the input zooms instead (build_model(random_crop=True)): the same zoom
+    # distribution, done while decoding (image_ops.decode_random_zoom_and_resize). It then
+    # comes before flip and rotation; all three act about the centre, so they commute, and
+    # only the corners a rotation uncovers differ: mirrored from the zoom window, not from
+    # the image beyond it.
+    ("RandomZoom", {"height_factor": image_ops.ZOOM_FACTOR}),
     ("RandomContrast", {"factor": 0.1}),
 )
 # The file tf_keras fetches for weights="imagenet" (and caches under ~/.keras/models).
@@ -148,8 +154,11 @@ def skip_autograph_for_tf_keras() -> None:
 
 def build_model(num_classes: int, *, image_size: int = TrainOptions.image_size,
                 weights: str = TrainOptions.weights, dropout: float = TrainOptions.dropout,
-                augment: bool = TrainOptions.augment):
+                augment: bool = TrainOptions.augment, random_crop: bool = False):
     """Returns (training_model, inference_model, backbone); see the module docstring.
+
+    random_crop: the training input already zooms (make_dataset(random_crop=True)), so the
+    augmentation leaves RandomZoom out; flip, rotation and contrast stay.
 
     Pretrained weights: the backbone starts frozen (stage 1 trains the head only).
     weights="none": the backbone trains from the start (nothing pretrained to protect).
@@ -191,7 +200,8 @@ def build_model(num_classes: int, *, image_size: int = TrainOptions.image_size,
     x = tf_keras.layers.Lambda(lambda t: tf.cast(t, tf.float32), name="to_float")(images)
     if augment:
         x = tf_keras.Sequential(
-            [getattr(tf_keras.layers, cls)(**kwargs) for cls, kwargs in AUGMENTATION],
+            [getattr(tf_keras.layers, cls)(**kwargs) for cls, kwargs in AUGMENTATION
+             if not (random_crop and cls == "RandomZoom")],
             name="augmentation")(x)
     training_model = tf_keras.Model(images, inference_model(x), name="training_model")
     return training_model, inference_model, backbone

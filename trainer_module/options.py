@@ -41,8 +41,9 @@ class TrainOptions:
     dropout: float = 0.2
     label_smoothing: float = 0.1
     augment: bool = True  # flip, rotation, zoom and contrast in the training model only
-    # Training crops decoded straight from the JPEG window (Inception-style, tf.data side);
-    # no cache then: each epoch draws new crops.
+    # The augmentation's random zoom done while decoding (a zoom-in decodes only its JPEG
+    # window) instead of as a model layer: ~3.3 ms/img less CPU where the model runs on the
+    # CPU (BENCHMARKS.md "Random crop"); no cache then, as each epoch draws new zooms.
     random_crop: bool = False
     seed: Optional[int] = None  # shuffle and crop seed; None: a new order every run
     weights: str = "none"  # none | imagenet | path to a (notop) weights file, local or gs://
@@ -94,6 +95,9 @@ class TrainOptions:
             raise ValueError(f"cache={self.cache!r}: must be auto, none, memory, or an absolute "
                              "file prefix such as /scratch/imgpipe-cache (not a folder, and "
                              "not relative: it would land in whatever folder the run starts in).")
+        if self.random_crop and not self.augment:
+            raise ValueError("random_crop=true is the augmentation's zoom, and augment=false "
+                             "turns augmentation off; set one of them.")
         if self.random_crop and self.cache not in ("auto", "none"):
             raise ValueError(f"random_crop=true with cache={self.cache!r} would freeze one crop "
                              "per image; use cache auto or none.")

@@ -289,8 +289,12 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
     with strategy.scope():
         training_model, inference_model, backbone = model.build_model(
             num_classes, image_size=size, weights=cfg["weights"], dropout=cfg["dropout"],
-            augment=cfg["augment"])
+            augment=cfg["augment"], random_crop=cfg["random_crop"])
     pretrained = not backbone.trainable
+    if cfg["augment"]:
+        logging.info("Augmentation: %s.", ", ".join(
+            [type(layer).__name__ for layer in training_model.get_layer("augmentation").layers]
+            + ["RandomZoom while decoding (random_crop)"] * cfg["random_crop"]))
 
     stages = [(HEAD, 0, cfg["epochs"], cfg["learning_rate"])]
     if cfg["fine_tune_epochs"] > 0:
