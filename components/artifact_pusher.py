@@ -36,8 +36,9 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
+from trainer_module import features
+
 SAVED_MODEL = "saved_model.pb"
-STILL_SERVING_KEY = "still_serving"
 
 
 def fingerprint(folder: str) -> str:
@@ -80,7 +81,7 @@ class ServingPushExecutor(pusher_executor.Executor):
             serving = newest_version(destination.filesystem.base_directory)
             if serving and fingerprint(serving) == fingerprint(self.GetModelPath(input_dict)):
                 self._MarkNotPushed(model_push)
-                model_push.set_string_custom_property(STILL_SERVING_KEY, serving)
+                model_push.set_string_custom_property(features.STILL_SERVING_KEY, serving)
                 logging.info("The blessed model is already serving at %s; not pushed again.",
                              serving)
                 return

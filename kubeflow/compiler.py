@@ -27,7 +27,7 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as v2_runner
 from kubeflow import preflight, reports, targets
 from kubeflow.options import memory_gb
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.wiring import create_pipeline
 from trainer_module import features
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec

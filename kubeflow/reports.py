@@ -12,8 +12,8 @@ task's declared output artifacts outlives the task, and no CLI is there after th
               so the report of a blocked run must come from a task that succeeded first.
   RunReport   after the Pusher: the Evaluator's verdict, confusion matrix, per-class
               metrics, training curves, the most confident mistakes, where the model was
-              pushed, then the data sections (pipeline/run_report.py renders both pages for
-              local runs too).
+              pushed, then the data sections from the DataGate's recorded verdict
+              (components/reports renders both pages, for local runs too).
 
 The KFP UI renders an artifact whose MLMD type is `system.HTML` and that has a
 `display_name` (frontend MetricsVisualizations.tsx `getVertifiedHtmlArtifacts` and
@@ -33,12 +33,13 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.data_validation import data_report
 from components.data_validation import executor as data_executor
+from components.data_validation.component import DataValidation
+from components.reports import page as report_page, run_page
 from components.image_example_gen import sources
 from pipeline import blessing, run_report
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import accept_hint
+from pipeline.wiring import accept_hint
 
 DATA_REPORT, RUN_REPORT = "DataReport", "RunReport"
 REPORT_KEY = "report"
@@ -82,7 +83,7 @@ class DataReportExecutor(base_executor.BaseExecutor):
                 examples_uri=uri["examples"], statistics_uri=uri["statistics"],
                 schema_uri=uri["schema"], anomalies_uri=uri["anomalies"], out_dir=folder,
                 exec_properties=exec_properties)
-            write_html(report, data_report.single_file(folder), "data report")
+            write_html(report, report_page.single_file(folder), "data report")
         report.set_int_custom_property("passed", int(verdict["passed"]))
         report.set_int_custom_property("anomalies", len(verdict["blocking"]))
         report.set_int_custom_property("warnings", len(verdict["warnings"]))
@@ -102,15 +103,17 @@ class RunReportExecutor(base_executor.BaseExecutor):
             uri["evaluation"], uri["blessing"], uri["examples"], uri["model"],
             verdict.get_string_custom_property("baseline_model") or None)
         with tempfile.TemporaryDirectory() as folder:
-            run_report.render(
+            run_page.render(
                 folder, evaluation,
                 pushed={"pushed": bool(pushed.get_int_custom_property("pushed")),
                         "destination": pushed.get_string_custom_property("pushed_destination"),
                         "version": pushed.get_string_custom_property("pushed_version")},
                 serving="the model an earlier run pushed, if any (its Pusher's pushed_model)",
-                model_run=uri["model_run"],
-                gate_inputs={k: uri[k] for k in _DATA_INPUTS}, gate_properties=exec_properties)
-            write_html(report, data_report.single_file(folder), "run report")
+                curves=run_report.training_history(uri["model_run"]),
+                mistakes=blessing.mistakes(uri["evaluation"]),
+                data=run_report.gate_record(uri["examples"], uri["statistics"],
+                                            uri["validation"]))
+            write_html(report, report_page.single_file(folder), "run report")
         report.set_int_custom_property("blessed", int(evaluation["blessed"]))
         accuracy = evaluation["accuracy"].get("candidate")
         if accuracy is not None:
@@ -124,8 +127,9 @@ class DataReportSpec(types.ComponentSpec):
 
 
 class RunReportSpec(types.ComponentSpec):
-    PARAMETERS = _PARAMETERS
-    INPUTS = {**_DATA_INPUTS,
+    PARAMETERS = {}
+    INPUTS = {"examples": _DATA_INPUTS["examples"], "statistics": _DATA_INPUTS["statistics"],
+              "validation": ChannelParameter(type=DataValidation),
               "model": ChannelParameter(type=standard_artifacts.Model),
               "model_run": ChannelParameter(type=standard_artifacts.ModelRun),
               "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
@@ -144,7 +148,8 @@ class DataReport(base_component.BaseComponent):
 
 
 class RunReport(base_component.BaseComponent):
-    """The data inputs plus model, model_run, evaluation, blessing, pushed_model -> report."""
+    """examples, statistics, the DataGate's validation, model, model_run, evaluation,
+    blessing, pushed_model -> report."""
     SPEC_CLASS = RunReportSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(RunReportExecutor)
 
@@ -168,7 +173,8 @@ def report_tasks(config: PipelineConfig) -> Callable[[Dict[str, Any]], List[Any]
         if "Pusher" in by_id:
             trainer, evaluator = by_id["Trainer"], by_id["Evaluator"]
             added.append(RunReport(
-                **data, **parameters, model=trainer.outputs["model"],
+                examples=data["examples"], statistics=data["statistics"],
+                validation=by_id["DataGate"].outputs["result"], model=trainer.outputs["model"],
                 model_run=trainer.outputs["model_run"],
                 evaluation=evaluator.outputs["evaluation"],
                 blessing=evaluator.outputs["blessing"],

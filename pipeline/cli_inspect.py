@@ -87,29 +87,20 @@ def _when(ms: int) -> str:
 
 
 def _run_row(store, run, active: bool) -> str:
-    """One row of the runs table: when, how long, eval accuracy, pushed version, states."""
-    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+    """One row of the runs table: when, how long, eval accuracy, pushed version, states
+    (history.run_summary)."""
     from pipeline import blessing, history  # pylint: disable=g-import-not-at-top
-    counts, failed, accuracy, pushed = {}, [], "", "-"
-    for node, execution in run["nodes"]:
-        if node.endswith("resolver"):
-            continue
-        word = history.state_word(execution, active)
-        counts[word] = counts.get(word, 0) + 1
-        if word not in ("ran", "cached"):
-            failed.append(f"{node} {word}")
-            continue
-        outputs = history.artifact_uris(store, execution.id, metadata_store_pb2.Event.OUTPUT)
-        if node == "Evaluator" and "evaluation" in outputs:
-            value = blessing.accuracies(outputs["evaluation"]).get("candidate")
-            accuracy = f"{value:.3f}" if value is not None else ""
-        if node == "Pusher" and "pushed_model" in outputs:
-            props = history.artifact_properties(store, outputs["pushed_model"])
-            pushed = str(props.get("pushed_version", "")) if props.get("pushed") else "-"
-    summary = ", ".join(f"{n} {w}" for w, n in counts.items() if w in ("ran", "cached"))
+    summary = history.run_summary(store, run, active)
+    accuracy = ""
+    if summary["evaluation"]:
+        value = blessing.accuracies(summary["evaluation"]).get("candidate")
+        accuracy = f"{value:.3f}" if value is not None else ""
+    finished = ", ".join(f"{n} {w}" for w, n in summary["counts"].items()
+                         if w in ("ran", "cached"))
+    failed = [f"{node} {word}" for node, word in summary["failed"]]
     return (f"{run['id']:<27} {_when(run['start']):<19} "
             f"{cli_common.duration((run['end'] - run['start']) / 1000):>11}  {accuracy:>8}  "
-            f"{pushed:<11} {'; '.join([summary, *failed])}")
+            f"{summary['pushed'] or '-':<11} {'; '.join([finished, *failed])}")
 
 
 def runs(job: Job) -> int:

@@ -29,7 +29,8 @@ DEMO_DATA = {"images_per_class": 300, "min_side": 96, "max_side": 256, "class_co
 
 
 def latest_pushed_model(serving_dir: str) -> Optional[str]:
-    """Newest version folder under workdir/serving, or None (the Pusher's own reading)."""
+    """Newest version folder under workdir/serving (the one serving now), or None (the
+    Pusher's own reading). Whether a run pushed it is in MLMD: history.pushed."""
     from components.artifact_pusher import newest_version  # pylint: disable=g-import-not-at-top
     return newest_version(serving_dir)
 
@@ -43,7 +44,7 @@ def failed_result(err: BaseException) -> Optional[str]:
 
 def _latest_verdict(config) -> Optional[dict]:
     """validation.json of the newest data report, or None."""
-    from components.data_validation import data_report  # pylint: disable=g-import-not-at-top
+    from components.reports import data_page  # pylint: disable=g-import-not-at-top
     reports = features.reports_dir(config.workdir)
     if not os.path.isdir(reports):
         return None
@@ -51,35 +52,43 @@ def _latest_verdict(config) -> Optional[dict]:
     if not runs:
         return None
     folder = os.path.join(reports, max(runs, key=lambda d: int(d[5:])))
-    with open(os.path.join(folder, data_report.VERDICT_JSON), encoding="utf-8") as f:
+    with open(os.path.join(folder, data_page.VERDICT_JSON), encoding="utf-8") as f:
         verdict = json.load(f)
-    verdict["report"] = os.path.join(folder, data_report.REPORT_PAGE)
+    verdict["report"] = os.path.join(folder, data_page.REPORT_PAGE)
     return verdict
 
 
-def _nothing_new(workdir: str) -> str:
-    """Why a blessed run pushed nothing: its Pusher found the model already serving
-    (components/artifact_pusher.py), or the Pusher came from the cache."""
-    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-    from components.artifact_pusher import STILL_SERVING_KEY  # pylint: disable=g-import-not-at-top
-    from pipeline import history  # pylint: disable=g-import-not-at-top
-    store = history.open_store(features.metadata_path(workdir))
-    pusher = history.latest_execution(store, "Pusher")
-    if pusher is not None and history.state_word(pusher) == "ran":
-        uri = history.artifact_uris(store, pusher.id, metadata_store_pb2.Event.OUTPUT).get(
-            "pushed_model")
-        if uri and history.artifact_properties(store, uri).get(STILL_SERVING_KEY):
-            return "the blessed model is the one already serving, so it was not pushed again"
-    return "nothing changed since the last run (cached)"
+def push_outcome(say, record: Optional[dict], evaluation: Optional[dict],
+                 serving: Optional[str]) -> int:
+    """Says whether this run pushed a model, from its Pusher's record (history.pushed, None
+    when it has none), and returns the exit code: FAILED when the Evaluator did not bless
+    the model. `serving`: the version folder serving now (latest_pushed_model), or None."""
+    if record is not None and record["pushed"] and not record["cached"]:
+        say(f"imgpipe: pushed model: {record['destination']}")
+        return OK
+    if evaluation is not None and not evaluation["blessed"]:
+        say("imgpipe: no model pushed: the Evaluator did not bless it:", error=True)
+        for line in evaluation["reasons"]:
+            say(f"imgpipe:   - {line}", error=True)
+        say(f"imgpipe: {f'still serving: {serving}' if serving else 'nothing is serving yet'}.",
+            error=True)
+        return FAILED
+    # components/artifact_pusher.py records why a blessed model was not pushed again; a
+    # Pusher from the cache decided nothing in this run.
+    why = ("the blessed model is the one already serving, so it was not pushed again"
+           if record is not None and not record["cached"] and record["still_serving"]
+           else "nothing changed since the last run (cached)")
+    say(f"imgpipe: no new model pushed: {why}; serving: {serving}")
+    return OK
 
 
 def _pipeline(config, say, validate_only: bool = False) -> int:
     """Runs the local pipeline and says its outcome: FAILED when the data gate stopped it or
     the Evaluator did not bless the model (then nothing new serves)."""
     from pipeline import console, local_runner  # pylint: disable=g-import-not-at-top
-    before = latest_pushed_model(features.serving_dir(config.workdir))
+    watcher = console.ComponentWatcher(config.workdir, say)
     try:
-        with console.ComponentWatcher(config.workdir, say):
+        with watcher:
             local_runner.run(config, validate_only)
     except RuntimeError as err:  # a component's one-line verdict on the data or settings
         say(f"imgpipe: {err}", error=True)
@@ -100,7 +109,10 @@ def _pipeline(config, say, validate_only: bool = False) -> int:
         for line in reports:
             say(line)
         return OK
-    from pipeline import blessing, run_report  # pylint: disable=g-import-not-at-top
+    from pipeline import blessing, history, run_report  # pylint: disable=g-import-not-at-top
+    store = history.open_store(features.metadata_path(config.workdir))
+    this_run = history.run_since(store, watcher.first_id)
+    record = history.pushed(store, this_run) if this_run is not None else None
     evaluation = blessing.last_evaluation(config.workdir)
     report = run_report.build(config.workdir, features.reports_dir(config.workdir), evaluation)
     if report:
@@ -109,20 +121,8 @@ def _pipeline(config, say, validate_only: bool = False) -> int:
         say("imgpipe: eval precision/recall/F1 per class: " + ", ".join(
             f"{name} {m['precision']:.2f}/{m['recall']:.2f}/{m['f1']:.2f}"
             for name, m in evaluation["per_class"].items()))
-    pushed = latest_pushed_model(features.serving_dir(config.workdir))
-    if pushed and pushed != before:
-        say(f"imgpipe: pushed model: {pushed}")
-        rc = OK
-    elif evaluation is not None and not evaluation["blessed"]:
-        say("imgpipe: no model pushed: the Evaluator did not bless it:", error=True)
-        for line in evaluation["reasons"]:
-            say(f"imgpipe:   - {line}", error=True)
-        say(f"imgpipe: {f'still serving: {pushed}' if pushed else 'nothing is serving yet'}.",
-            error=True)
-        rc = FAILED
-    else:
-        say(f"imgpipe: no new model pushed: {_nothing_new(config.workdir)}; serving: {pushed}")
-        rc = OK
+    rc = push_outcome(say, record, evaluation,
+                      latest_pushed_model(features.serving_dir(config.workdir)))
     for line in reports:
         say(line)
     return rc

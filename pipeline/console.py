@@ -160,23 +160,26 @@ def describe(store, workdir: str, node: str, execution, active: bool = True) -> 
     fact = ""
     if history.state_word(execution) in ("ran", "cached"):
         fact = facts(workdir, node, outputs)
-        if node == "Pusher" and "pushed_model" in outputs:
-            pushed = history.artifact_properties(store, outputs["pushed_model"])
-            fact = (f"pushed version {pushed.get('pushed_version')}" if pushed.get("pushed")
-                    else "already serving, not pushed again" if pushed.get("still_serving")
+        record = history.push_record(store, execution) if node == "Pusher" else None
+        if record is not None:
+            fact = (f"pushed version {record['version']}" if record["pushed"]
+                    else "already serving, not pushed again" if record["still_serving"]
                     else "nothing pushed")
     return (f"  {node:<17} {history.state_word(execution, active):<7} "
             f"{history.seconds(execution):6.1f} s  {fact}").rstrip()
 
 
 class ComponentWatcher:
-    """Says one line per component of the run in progress as it finishes (MLMD polling)."""
+    """Says one line per component of the run in progress as it finishes (MLMD polling).
+
+    `first_id`, set on entering: the store's next execution id then, so the run's own
+    executions are those from it on (history.run_since finds the run)."""
 
     def __init__(self, workdir: str, say: Callable[[str], None], interval: float = 2.0):
         self.workdir, self.say, self.interval = workdir, say, interval
         self._stop = threading.Event()
         self._done = set()
-        self._first_id = None
+        self.first_id = None
         self._thread = None
 
     def _store(self):
@@ -186,7 +189,7 @@ class ComponentWatcher:
 
     def __enter__(self) -> "ComponentWatcher":
         store = self._store()
-        self._first_id = max((e.id for e in store.get_executions()), default=0) + 1 \
+        self.first_id = max((e.id for e in store.get_executions()), default=0) + 1 \
             if store is not None else 1
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -198,7 +201,7 @@ class ComponentWatcher:
         store = self._store()
         if store is None:
             return
-        new = [e for e in store.get_executions() if e.id >= self._first_id
+        new = [e for e in store.get_executions() if e.id >= self.first_id
                and e.id not in self._done and history.state_word(e) != "running"]
         names = history.node_ids(store, new)
         for execution in sorted(new, key=lambda e: e.id):

@@ -12,22 +12,15 @@ Environment (read here and in the CLI only):
   IMGPIPE_CONFIG     optional YAML file of PipelineConfig fields
 """
 import os
-import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFT/TFMA need Keras 2 (tf_keras)
 
-# Run as a script (or by the tfx CLI), this file's folder is sys.path[0], where
-# pipeline/pipeline.py would shadow the `pipeline` package; import the package without it.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-_shadow = sys.path.pop(0) if sys.path and os.path.realpath(sys.path[0] or ".") == _HERE else None
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline.wiring import create_pipeline  # noqa: E402
 from pipeline import workdir_lock  # noqa: E402
 from trainer_module import features  # noqa: E402
-if _shadow is not None:
-    sys.path.insert(0, _shadow)
 
-from tfx.orchestration import metadata  # noqa: E402  (not tfx.v1: see pipeline.py)
+from tfx.orchestration import metadata  # noqa: E402  (not tfx.v1: see wiring.py)
 from tfx.orchestration import pipeline as tfx_pipeline  # noqa: E402
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 

@@ -10,6 +10,7 @@ import zlib
 from typing import Dict, List, Tuple, Union
 
 import numpy as np
+from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 
 
@@ -57,7 +58,6 @@ def png_declaring(width: int, height: int, rows: int = 0) -> bytes:
 def mlmd_store(workdir):
     """The MetadataStore of workdir/metadata.sqlite (created if missing)."""
     from ml_metadata import metadata_store  # pylint: disable=g-import-not-at-top
-    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = os.path.join(str(workdir), "metadata.sqlite")
     return metadata_store.MetadataStore(config)
@@ -65,7 +65,6 @@ def mlmd_store(workdir):
 
 def state_name(execution) -> str:
     """"COMPLETE", "CACHED", "FAILED", ... of an execution."""
-    from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
     return metadata_store_pb2.Execution.State.Name(execution.last_known_state)
 
 
@@ -101,3 +100,55 @@ def states_by_run(workdir) -> Dict[str, Dict[str, str]]:
 def latest_artifact_uri(workdir, type_name: str) -> str:
     """The URI of the newest artifact of a type ("Examples", ...)."""
     return max(mlmd_store(workdir).get_artifacts_by_type(type_name), key=lambda a: a.id).uri
+
+
+# ---------------------------------------------------------------- runs written into MLMD
+
+STATES = {"ran": metadata_store_pb2.Execution.COMPLETE,
+          "cached": metadata_store_pb2.Execution.CACHED,
+          "failed": metadata_store_pb2.Execution.FAILED,
+          "running": metadata_store_pb2.Execution.RUNNING}
+
+
+def output(store, uri: str, type_name: str = "PushedModel",
+           **properties) -> metadata_store_pb2.Artifact:
+    """A LIVE output artifact for `record_run` (a cached execution outputs the very artifact
+    of the execution it reuses: give it to both)."""
+    artifact = metadata_store_pb2.Artifact(
+        uri=uri, state=metadata_store_pb2.Artifact.LIVE,
+        type_id=store.put_artifact_type(metadata_store_pb2.ArtifactType(name=type_name)))
+    for name, value in properties.items():
+        field = "int_value" if isinstance(value, int) else "string_value"
+        setattr(artifact.custom_properties[name], field, value)
+    return artifact
+
+
+def record_run(store, run_id: str, nodes) -> dict:
+    """Writes one pipeline run as TFX's launcher does: an execution per node, in order,
+    associated with the run's `pipeline_run` context and the node's `node` context, with an
+    OUTPUT event per output key (a failed execution has none). nodes: [(node id, "ran" |
+    "cached" | "failed" | "running", {output key: `output` artifact})]. Returns the run as
+    history.runs reads it."""
+    def context(type_name: str, name: str) -> metadata_store_pb2.Context:
+        return metadata_store_pb2.Context(name=name, type_id=store.put_context_type(
+            metadata_store_pb2.ContextType(name=type_name)))
+
+    for node, state, outputs in nodes:
+        execution = metadata_store_pb2.Execution(
+            type_id=store.put_execution_type(
+                metadata_store_pb2.ExecutionType(name=f"components.{node}")),
+            last_known_state=STATES[state])
+        artifacts_and_events = []
+        for key, artifact in outputs.items():
+            event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)
+            event.path.steps.add().key = key
+            event.path.steps.add().index = 0
+            artifacts_and_events.append((artifact, event))
+        _, artifact_ids, _ = store.put_execution(
+            execution, artifacts_and_events,
+            [context("pipeline_run", run_id), context("node", f"imgpipe.{node}")],
+            reuse_context_if_already_exist=True)
+        for (artifact, _), artifact_id in zip(artifacts_and_events, artifact_ids):
+            artifact.id = artifact_id
+    from pipeline import history  # pylint: disable=g-import-not-at-top
+    return next(r for r in history.runs(store) if r["id"] == run_id)

@@ -13,6 +13,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from components import artifact_pusher
+from trainer_module import features
 
 
 def _model(root, name: str, weights: bytes):
@@ -59,7 +60,7 @@ def test_the_model_already_serving_is_not_pushed_again(tmp_path):
                   str(tmp_path / "out2"), serving)
     assert os.listdir(serving) == [version]
     assert again.get_int_custom_property("pushed") == 0
-    assert again.get_string_custom_property(artifact_pusher.STILL_SERVING_KEY) == \
+    assert again.get_string_custom_property(features.STILL_SERVING_KEY) == \
         os.path.join(serving, version)
     # Another run's identical files are the same model too; one changed byte is not.
     twin = _model(tmp_path, "run3", b"weights-1")

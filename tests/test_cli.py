@@ -101,6 +101,51 @@ def test_latest_pushed_model(tmp_path):
     assert cli_run.latest_pushed_model(str(tmp_path)) == str(tmp_path / "10")
 
 
+def _outcome(record, blessed=True, serving="/w/serving/17"):
+    """(exit code, [(line, error)]) of cli_run.push_outcome for a Pusher record in the shape
+    history.pushed returns it (None: the run has no finished Pusher)."""
+    lines = []
+    evaluation = {"blessed": blessed, "reasons": [] if blessed else ["accuracy 0.500 < "
+                                                                    "min_accuracy 0.900"]}
+    code = cli_run.push_outcome(lambda line, error=False: lines.append((line, error)),
+                                record, evaluation, serving)
+    return code, lines
+
+
+def _record(pushed=False, cached=False, still_serving=None):
+    return {"pushed": pushed, "destination": "/w/serving/17" if pushed else None,
+            "version": "17" if pushed else None, "still_serving": still_serving,
+            "cached": cached}
+
+
+def test_a_run_whose_pusher_pushed_says_the_pushed_folder():
+    assert _outcome(_record(pushed=True)) == (
+        cli_common.OK, [("imgpipe: pushed model: /w/serving/17", False)])
+
+
+def test_a_cached_pusher_is_nothing_new_even_if_its_record_says_pushed():
+    assert _outcome(_record(pushed=True, cached=True)) == (cli_common.OK, [(
+        "imgpipe: no new model pushed: nothing changed since the last run (cached); "
+        "serving: /w/serving/17", False)])
+
+
+def test_a_blessed_model_already_serving_is_not_pushed_again_and_is_not_an_error():
+    assert _outcome(_record(still_serving="/w/serving/17")) == (cli_common.OK, [(
+        "imgpipe: no new model pushed: the blessed model is the one already serving, so it "
+        "was not pushed again; serving: /w/serving/17", False)])
+    # From the cache, that record is an earlier run's decision.
+    assert "(cached)" in _outcome(_record(still_serving="/w/serving/17", cached=True))[1][0][0]
+
+
+def test_an_unblessed_model_fails_with_the_reasons_and_what_still_serves():
+    expected = [("imgpipe: no model pushed: the Evaluator did not bless it:", True),
+                ("imgpipe:   - accuracy 0.500 < min_accuracy 0.900", True)]
+    assert _outcome(_record(), blessed=False) == (
+        cli_common.FAILED, expected + [("imgpipe: still serving: /w/serving/17.", True)])
+    assert _outcome(_record(), blessed=False, serving=None) == (
+        cli_common.FAILED, expected + [("imgpipe: nothing is serving yet.", True)])
+
+
 def test_compile_writes_the_package_and_refuses_missing_settings(tmp_path, capsys):
     out = tmp_path / "p.yaml"
     base = ["compile", "--target", "kubeflow", "--output", str(out),

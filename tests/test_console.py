@@ -1,12 +1,16 @@
 """pipeline/console.py: what reaches the console and what only the log gets, in a real child
-process (file descriptors 1 and 2 are redirected, so it cannot run inside pytest's own)."""
+process (file descriptors 1 and 2 are redirected, so it cannot run inside pytest's own); the
+Pusher's line, from a real MLMD store."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from helpers import mlmd_store
+from pipeline import console, history
+from helpers import output, record_run
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = r"""
 import os, sys, warnings
@@ -33,6 +37,7 @@ def _run(tmp_path, verbose: bool):
     return proc, log.read_text()
 
 
+@pytest.mark.slow
 def test_console_shows_our_lines_and_keras_epochs_only(tmp_path):
     proc, log = _run(tmp_path, verbose=False)
     lines = proc.stdout.splitlines()
@@ -50,9 +55,29 @@ def test_console_shows_our_lines_and_keras_epochs_only(tmp_path):
     assert "after the capture" not in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verbose", [True])
 def test_verbose_streams_the_whole_log_too(tmp_path, verbose):
     proc, log = _run(tmp_path, verbose)
     for text in ("cuDNN factory", "library chatter", "FutureWarning: old python",
                  "from a child process"):
         assert text in proc.stdout and text in log, text
+
+
+@pytest.mark.parametrize("state, properties, fact", [
+    ("ran", {"pushed": 1, "pushed_destination": "/w/serving/17", "pushed_version": "17"},
+     "pushed version 17"),
+    ("ran", {"pushed": 0, "still_serving": "/w/serving/17"},
+     "already serving, not pushed again"),
+    ("cached", {"pushed": 0}, "nothing pushed"),
+    ("failed", None, ""),
+])
+def test_the_pusher_line_says_what_it_recorded(tmp_path, state, properties, fact):
+    store = mlmd_store(tmp_path)
+    outputs = {"pushed_model": output(store, "/w/Pusher/pushed_model/3", **properties)} \
+        if properties is not None else {}
+    (_, execution), = record_run(store, "run", [("Pusher", state, outputs)])["nodes"]
+    line = console.describe(store, str(tmp_path), "Pusher", execution, active=False)
+    word = {"ran": "ran", "cached": "cached", "failed": "FAILED"}[state]
+    assert line.split() == ["Pusher", word, f"{history.seconds(execution):.1f}", "s",
+                            *fact.split()]

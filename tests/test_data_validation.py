@@ -22,7 +22,8 @@ from PIL import Image
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 
-from components.data_validation import checks, data_report, schema as schema_lib
+from components.data_validation import checks, schema as schema_lib
+from components.reports import data_page, plots
 from components.data_validation import executor
 from helpers import encode, latest_states, noise, write_file
 from pipeline import cli, local_runner
@@ -170,20 +171,20 @@ def test_report_pngs_decode_with_one_row_per_class_and_html_is_offline(story):
                      key=lambda p: int(p.name.split("-")[1]))
     assert len(reports) == 5  # one per executed gate (3 failed), none for the 2 cached
     for folder in reports:
-        verdict = json.loads((folder / data_report.VERDICT_JSON).read_text())
-        with Image.open(folder / data_report.SAMPLES_PNG) as grid:
+        verdict = json.loads((folder / data_page.VERDICT_JSON).read_text())
+        with Image.open(folder / data_page.SAMPLES_PNG) as grid:
             grid.load()
-            assert grid.size == (4 * data_report.TILE,
-                                 verdict["sample_rows"] * data_report.TILE)
-        page = (folder / data_report.REPORT_PAGE).read_text()
+            assert grid.size == (4 * plots.SAMPLE_TILE,
+                                 verdict["sample_rows"] * plots.SAMPLE_TILE)
+        page = (folder / data_page.REPORT_PAGE).read_text()
         refs = re.findall(r'(?:src|href)="([^"]+)"', page)
-        assert refs == [data_report.SAMPLES_PNG]
+        assert refs == [data_page.SAMPLES_PNG]
         assert all((folder / ref).exists() for ref in refs)
         assert "http://" not in page and "https://" not in page and "<script" not in page
-    first = json.loads((reports[0] / data_report.VERDICT_JSON).read_text())
+    first = json.loads((reports[0] / data_page.VERDICT_JSON).read_text())
     assert first["sample_rows"] == 3 and first["passed"]
     # The blocked run's report shows its anomalies.
-    assert any("hexagon" in (f / data_report.REPORT_PAGE).read_text() for f in reports)
+    assert any("hexagon" in (f / data_page.REPORT_PAGE).read_text() for f in reports)
 
 
 @pytest.mark.slow

@@ -228,7 +228,7 @@ def test_per_class_metrics_match_a_direct_computation_with_the_pushed_model(pipe
 def test_run_report_pictures_and_only_misclassified_images_in_its_grid(pipeline_runs):
     import json  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from pipeline import run_report  # pylint: disable=g-import-not-at-top
+    from components.reports import plots, run_page  # pylint: disable=g-import-not-at-top
     from trainer_module import export  # pylint: disable=g-import-not-at-top
     printed = [l for l in pipeline_runs["first_stdout"].splitlines()
                if l.startswith("imgpipe: run report: ")]
@@ -240,7 +240,7 @@ def test_run_report_pictures_and_only_misclassified_images_in_its_grid(pipeline_
                     "Training curves", "<polyline", "Misclassified eval images",
                     "Data report", "Class balance"):
         assert section in text, section
-    for name in (run_report.CONFUSION_PNG, "samples.png"):
+    for name in (run_page.CONFUSION_PNG, "samples.png"):
         with Image.open(os.path.join(folder, name)) as image:
             image.load()
             assert image.format == "PNG"
@@ -249,11 +249,11 @@ def test_run_report_pictures_and_only_misclassified_images_in_its_grid(pipeline_
     again = [l for l in pipeline_runs["again"].stdout.splitlines()
              if l.startswith("imgpipe: run report: ")]
     folder = os.path.dirname(again[0].split(": ", 2)[2])
-    with open(os.path.join(folder, run_report.RUN_JSON), encoding="utf-8") as f:
+    with open(os.path.join(folder, run_page.RUN_JSON), encoding="utf-8") as f:
         report = json.load(f)
     assert report["blessed"] and report["history"]["loss"]
     tiles = report["misclassified_tiles"]
-    assert len(tiles) == min(report["misclassified_total"], run_report.GRID_TILES)
+    assert len(tiles) == min(report["misclassified_total"], plots.GRID_TILES)
     serving = os.path.join(pipeline_runs["workdir"], "serving")
     serve = tf.saved_model.load(os.path.join(serving, max(os.listdir(serving), key=int)))
     for tile in tiles:
@@ -264,7 +264,7 @@ def test_run_report_pictures_and_only_misclassified_images_in_its_grid(pipeline_
         assert probabilities.argmax() == tile["predicted"] != tile["label"]
         assert probabilities.max() == pytest.approx(tile["probability"], abs=1e-4)
     if tiles:
-        with Image.open(os.path.join(folder, run_report.MISCLASSIFIED_PNG)) as image:
+        with Image.open(os.path.join(folder, run_page.MISCLASSIFIED_PNG)) as image:
             image.load()
             assert image.format == "PNG"
 

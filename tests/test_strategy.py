@@ -218,7 +218,7 @@ def test_a_gpu_trainer_process_without_a_gpu_stops_at_once_with_one_line(tmp_pat
     """A GPU Trainer on the CPU image, end to end: the config's custom_config, through JSON
     as TFX hands it over, into run_fn in a fresh process that sees no GPU."""
     from pipeline.config import load_config
-    from pipeline.pipeline import trainer_config
+    from pipeline.wiring import trainer_config
     custom_config = trainer_config(
         load_config(None, {"data_root": "/d", "trainer_accelerator": "NVIDIA_TESLA_T4",
                            "trainer_accelerator_count": 1}),

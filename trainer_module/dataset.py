@@ -33,6 +33,7 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 
 from trainer_module import features, image_ops
+from trainer_module.options import TrainOptions
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Per open shard. 8 MB (the usual advice for GCS) cost +360 MB RSS with 16 parallel reads
@@ -119,7 +120,8 @@ def _check_args(image_size, batch_size, shuffle_buffer, num_parallel_reads, cach
 
 
 def make_dataset(file_pattern: Union[str, Sequence[str]], *, image_size: int,
-                 batch_size: int, training: bool, shuffle_buffer: int = 2048,
+                 batch_size: int, training: bool,
+                 shuffle_buffer: int = TrainOptions.shuffle_buffer,
                  cache: Optional[str] = None, repeat: Optional[bool] = None,
                  drop_remainder: Optional[bool] = None, seed: Optional[int] = None,
                  options: Optional[tf.data.Options] = None, random_crop: bool = False,

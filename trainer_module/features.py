@@ -52,6 +52,11 @@ LABEL_OUTPUT_KEY = "label"
 LABELS_ASSET = "assets.extra/labels.txt"
 
 
+# The Pusher's record on its pushed_model output, beside TFX's pushed/pushed_destination/
+# pushed_version: the folder of the model already serving when that is why nothing was
+# pushed again (components/artifact_pusher.py writes it; the CLI and `imgpipe runs` read it).
+STILL_SERVING_KEY = "still_serving"
+
 # The workdir of local runs (pipeline/config.py; every reader of a finished run):
 #   pipeline_root/             TFX artifacts
 #   metadata.sqlite            ML Metadata

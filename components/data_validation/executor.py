@@ -14,7 +14,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.proto.orchestration import execution_result_pb2
 from tfx.types import artifact_utils
 
-from components.data_validation import checks, data_report
+from components.data_validation import checks
+from components.reports import data_page
 from components.data_validation import schema as schema_lib
 from trainer_module import features
 
@@ -110,22 +111,18 @@ def load_anomalies(anomalies_uri: str) -> dict:
 
 
 def evaluate(*, examples_uri: str, statistics_uri: str, schema_uri: str,
-             anomalies_uri: str, out_dir: str, exec_properties: Dict[str, Any],
-             **page) -> dict:
-    """Runs the checks and renders the report into `out_dir`; returns validation.json's dict.
-
-    `out_dir` None: the checks only (`report` is then None).
-    `page`: data_report.render's `lead` and `title`, for a page that starts with other sections.
-    """
+             anomalies_uri: str, out_dir: Optional[str], exec_properties: Dict[str, Any]) -> dict:
+    """Runs the checks and renders the data report into `out_dir`; returns validation.json's
+    dict. `out_dir` None: the checks only (`report` is then None)."""
     report = read_json(os.path.join(examples_uri, features.REPORT_FILE))
     blocking, warnings = checks.verdict(
         load_anomalies(anomalies_uri), load_schema(os.path.join(schema_uri, SCHEMA_FILE)),
         report, **{k: exec_properties[k] for k in (
             "label_skew_threshold", "imbalance_ratio", "max_quarantine_fraction")})
-    page = data_report.render(out_dir, examples_uri=examples_uri,
-                              statistics_uri=statistics_uri, report=report,
-                              blocking=blocking, warnings=warnings,
-                              accept_hint=exec_properties["accept_hint"], **page) \
+    page = data_page.render(out_dir, examples_uri=examples_uri,
+                            statistics_uri=statistics_uri, report=report,
+                            blocking=blocking, warnings=warnings,
+                            accept_hint=exec_properties["accept_hint"]) \
         if out_dir else None
     return {"passed": not blocking, "blocking": blocking, "warnings": warnings,
             "report": page}
@@ -173,7 +170,7 @@ class GateExecutor(base_executor.BaseExecutor):
                     code=1, result_message=failure_message(
                         verdict, exec_properties["accept_hint"])))
         tf.io.gfile.makedirs(result.uri)
-        with tf.io.gfile.GFile(os.path.join(result.uri, data_report.VERDICT_JSON), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(result.uri, data_page.VERDICT_JSON), "w") as f:
             json.dump(verdict, f, indent=1, ensure_ascii=False)
         result.set_int_custom_property("passed", 1)
         result.set_int_custom_property("warnings", len(verdict["warnings"]))

@@ -1,4 +1,4 @@
-"""pipeline/pipeline.py: create_pipeline is pure and wires the components in order."""
+"""pipeline/wiring.py: create_pipeline is pure and wires the components in order."""
 import json
 import os
 import shutil
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pipeline.config import load_config
-from pipeline.pipeline import (CURATED_SCHEMA, SETUP_PY, create_pipeline, trainer_config,
+from pipeline.wiring import (CURATED_SCHEMA, SETUP_PY, create_pipeline, trainer_config,
                                with_dependency_flag)
 
 ORDER = ["ImageExampleGen", "DatasetSchemaGen", "StatisticsGen", "ExampleValidator",
