@@ -81,6 +81,11 @@ def _compile(training_model, learning_rate, label_smoothing: float, xla: bool):
         loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=xla)
+    # The optimizer's slot variables now, not in fit's first step: a tf.function whose first
+    # trace creates variables is traced twice, and B3's training step (forward, backward,
+    # Adam) is the costliest trace of a run (BENCHMARKS.md, "Orchestration tax").
+    if training_model.trainable_variables:
+        training_model.optimizer.build(training_model.trainable_variables)
 
 
 def _input_options(files, strategy) -> Optional[tf.data.Options]:
