@@ -23,6 +23,7 @@ setup(
         "PyYAML",
         "psutil",
     ],
-    extras_require={"test": ["pytest==8.3.4", "pytest-timeout==2.3.1"]},
+    extras_require={"test": ["pytest==8.3.4", "pytest-timeout==2.3.1",
+                             "pytest-xdist==3.8.0"]},
     entry_points={"console_scripts": ["imgpipe=pipeline.cli:main"]},
 )

@@ -28,7 +28,7 @@ _PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.fork", "os.forkpty",
 _RUNNERS = {"tfx.orchestration.local.local_dag_runner": "LocalDagRunner",
             "tfx.orchestration.beam.beam_dag_runner": "BeamDagRunner"}
 
-_current = {"item": None, "allowed": True}
+_current = {"item": None, "allowed": True, "cpu": 0.0}
 _launches = {}  # nodeid: what it started
 _reported = set()  # nodeids whose report already failed
 _heavy_units = []  # (cpu seconds, nodeid)
@@ -121,21 +121,21 @@ def pytest_configure(config):
 def pytest_runtest_protocol(item, nextitem):
     del nextitem
     marked = item.get_closest_marker(MARK) is not None
-    _current.update(item=item, allowed=marked)
-    cpu = time.process_time()
+    _current.update(item=item, allowed=marked, cpu=time.process_time())
     try:
         yield
     finally:
         _current.update(item=None, allowed=True)
-    cpu = time.process_time() - cpu
-    if not marked and cpu > UNIT_CPU_S:
-        _heavy_units.append((cpu, item.nodeid))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    if call.when == "teardown" and item.get_closest_marker(MARK) is None:
+        # On the report, so that it reaches the process that prints the summary (with
+        # pytest-xdist, tests run in worker processes).
+        report.user_properties.append(("unit_cpu_s", time.process_time() - _current["cpu"]))
     if item.nodeid not in _launches or item.nodeid in _reported:
         return
     if report.failed:
@@ -144,6 +144,12 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = (f"{item.nodeid} started {_launches[item.nodeid]} but is not "
                            f"marked @pytest.mark.{MARK} (see tests/conftest.py)")
+
+
+def pytest_runtest_logreport(report):
+    cpu = dict(report.user_properties).get("unit_cpu_s")
+    if cpu is not None and cpu > UNIT_CPU_S:
+        _heavy_units.append((cpu, report.nodeid))
 
 
 def pytest_terminal_summary(terminalreporter):
