@@ -86,14 +86,17 @@ def _when(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _run_row(store, run, active: bool) -> str:
+def _run_row(store, run, active: bool, recorded: dict) -> str:
     """One row of the runs table: when, how long, eval accuracy, pushed version, states
-    (history.run_summary)."""
+    (history.run_summary). `recorded`: run_report.recorded_accuracies; the metrics of an
+    evaluation without a report are read with TFMA."""
     from pipeline import blessing, history  # pylint: disable=g-import-not-at-top
     summary = history.run_summary(store, run, active)
     accuracy = ""
     if summary["evaluation"]:
-        value = blessing.accuracies(summary["evaluation"]).get("candidate")
+        found = recorded.get(summary["evaluation"])
+        value = (found if found is not None
+                 else blessing.accuracies(summary["evaluation"])).get("candidate")
         accuracy = f"{value:.3f}" if value is not None else ""
     finished = ", ".join(f"{n} {w}" for w, n in summary["counts"].items()
                          if w in ("ran", "cached"))
@@ -128,8 +131,10 @@ def runs(job: Job) -> int:
         return OK
     say(f"{'run id':<27} {'started':<19} {'took':>11}  {'accuracy':>8}  {'pushed':<11} "
         "components")
+    from pipeline import run_report  # pylint: disable=g-import-not-at-top
+    recorded = run_report.recorded_accuracies(features.reports_dir(workdir))
     for run in found:
-        say(_run_row(store, run, active))
+        say(_run_row(store, run, active, recorded))
     say("`imgpipe runs --workdir W RUN_ID` shows one run's components and times.")
     return OK
 

@@ -9,6 +9,7 @@ not the model's predictions, not the gate's checks.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Dict, Optional
@@ -63,6 +64,21 @@ def _pushed(store) -> Optional[dict]:
         return None
     return {"pushed": bool(props.get("pushed")), "destination": props.get("pushed_destination"),
             "version": props.get("pushed_version")}
+
+
+def recorded_accuracies(reports_dir: str) -> Dict[str, dict]:
+    """{Evaluator output URI: its accuracies} from the run reports in `reports_dir` (their
+    run.json): what `imgpipe runs` shows without importing TFMA (~10 s) to read the metrics
+    again. Runs without a report (e.g. `tfx run create`) are not in it."""
+    found = {}
+    for path in glob.glob(os.path.join(reports_dir, "run-*", run_page.RUN_JSON)):
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+            found[saved["evaluation"]] = saved["accuracy"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a report of an older version, or one being written
+    return found
 
 
 def gate_record(examples_uri: str, statistics_uri: Optional[str],

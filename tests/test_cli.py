@@ -182,3 +182,28 @@ def test_a_cluster_command_prints_one_line_as_a_user_starts_it(tmp_path):
     assert done.stdout.splitlines() == [
         f"imgpipe: compiled for vertex: {out} (image reg/imgpipe:1; run-time parameters "
         "data_root=gs://bucket/data, epochs=5)"]
+
+
+def test_the_runs_table_takes_accuracy_from_the_run_reports_without_tfma(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A run with a report: its run.json's accuracy (reading the metrics would import TFMA,
+    ~10 s); a run without one (e.g. `tfx run create`): the Evaluator's metrics."""
+    from components.reports import run_page  # pylint: disable=g-import-not-at-top
+    from helpers import mlmd_store, output, record_run  # pylint: disable=g-import-not-at-top
+    from pipeline import blessing  # pylint: disable=g-import-not-at-top
+    store = mlmd_store(tmp_path)
+    for run, uri in (("reported", "/w/Evaluator/evaluation/5"),
+                     ("unreported", "/w/Evaluator/evaluation/9")):
+        record_run(store, run, [("Evaluator", "ran",
+                                 {"evaluation": output(store, uri, "ModelEvaluation")})])
+    folder = tmp_path / "reports" / "run-5"
+    folder.mkdir(parents=True)
+    (folder / run_page.RUN_JSON).write_text(
+        '{"evaluation": "/w/Evaluator/evaluation/5", "accuracy": {"candidate": 0.812}}')
+    read = []
+    monkeypatch.setattr(blessing, "accuracies",
+                        lambda uri: read.append(uri) or {"candidate": 0.5})
+    assert cli.main(["runs", "--workdir", str(tmp_path)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert " 0.812 " in rows["reported"] and " 0.500 " in rows["unreported"]
+    assert read == ["/w/Evaluator/evaluation/9"]  # TFMA only where no report recorded it

@@ -42,3 +42,22 @@ def test_the_data_sections_come_from_the_verdict_the_gate_recorded(tmp_path):
                       "report": json.loads((tmp_path / "examples" / "ingest_report.json")
                                            .read_text()),
                       "blocking": [], "warnings": ["class 'b' has 40% of train"]}
+
+
+def test_recorded_accuracies_come_from_each_run_reports_numbers(tmp_path):
+    """What `imgpipe runs` shows without TFMA: each report's run.json, by evaluation URI."""
+    from components.reports import run_page  # pylint: disable=g-import-not-at-top
+    write_tiny_examples(tmp_path / "examples")
+    evaluation = {"blessed": True, "reasons": [], "baseline": None, "classes": ["a", "b"],
+                  "examples": str(tmp_path / "examples"), "evaluation": "/w/Evaluator/7",
+                  "accuracy": {"candidate": 0.75}, "matrix": {(0, 0): 3, (1, 1): 1},
+                  "per_class": {}}
+    reports = tmp_path / "reports"
+    run_page.render(str(reports / "run-7"), evaluation, pushed=None, serving=None,
+                    curves={"stage_starts": []}, mistakes=None)
+    (reports / "run-8").mkdir()
+    (reports / "run-8" / run_page.RUN_JSON).write_text("{not json")  # being written
+    (reports / "run-9").mkdir()
+    (reports / "run-9" / run_page.RUN_JSON).write_text('{"accuracy": {}}')  # an older report
+    assert run_report.recorded_accuracies(str(reports)) == {"/w/Evaluator/7": {"candidate": 0.75}}
+    assert run_report.recorded_accuracies(str(tmp_path / "none")) == {}

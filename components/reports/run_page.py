@@ -115,7 +115,8 @@ def render(out_dir: str, evaluation: dict, *, pushed: Optional[dict], serving: O
                "</th><th>file</th><th>true</th><th>predicted</th><th>p</th></tr>"
                f"{captions}</table>" if tiles else "<p>none: every eval image was right</p>"))
     with open(os.path.join(out_dir, RUN_JSON), "w", encoding="utf-8") as f:
-        json.dump({"blessed": evaluation["blessed"], "reasons": evaluation["reasons"],
+        json.dump({"evaluation": evaluation["evaluation"],
+                   "blessed": evaluation["blessed"], "reasons": evaluation["reasons"],
                    "accuracy": accuracy, "baseline": evaluation.get("baseline"),
                    "classes": classes, "per_class": evaluation["per_class"],
                    "names_drawn": named, "pushed": pushed, "serving": serving,
