@@ -11,52 +11,9 @@ Environment (read here and in the CLI only):
   IMGPIPE_WORKDIR    work directory (required)
   IMGPIPE_CONFIG     optional YAML file of PipelineConfig fields
 """
-import atexit
-import gc
-import importlib.util
 import os
-import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFT/TFMA need Keras 2 (tf_keras)
-
-# Imported by Beam at its import, used by no local run: its BigQuery and Pub/Sub clients
-# (~0.5 s of CPU at every start on 2 cores, BENCHMARKS.md "Orchestration tax"). Each is
-# loaded lazily, on its first use: only its import is deferred, nothing is replaced.
-LAZY_MODULES = ("google.cloud.bigquery", "google.cloud.pubsub")
-
-
-def defer_imports(names=LAZY_MODULES) -> None:
-    """Makes each module in `names` that is not imported yet lazy (importlib's LazyLoader):
-    `import x` gives a module that runs its code on first attribute access."""
-    for name in names:
-        if name in sys.modules:
-            continue
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            continue
-        spec.loader = importlib.util.LazyLoader(spec.loader)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        parent, _, child = name.rpartition(".")
-        if parent in sys.modules:
-            setattr(sys.modules[parent], child, module)
-
-
-defer_imports()
-# Importing TFX, TFMA, TFT, TFDV, Beam and TensorFlow creates ~600k objects that live as long
-# as the process: the garbage collector's full passes over them were ~3 s of the import and
-# ~5 s of a demo run (2 cores). So no collection while importing them, and afterwards they
-# are frozen (gc.freeze: later passes skip them; they are never garbage anyway).
-_GC_WAS_ENABLED = gc.isenabled()
-gc.disable()
-# At exit, Python's last garbage collections walk every object still alive (TensorFlow,
-# TFX, Beam, the run's graphs): ~4 s on 2 cores. Frozen objects are skipped; the process
-# is ending, so nothing is lost (objects are still freed by reference counting).
-atexit.register(gc.freeze)
 
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.wiring import create_pipeline  # noqa: E402
@@ -66,10 +23,6 @@ from trainer_module import features  # noqa: E402
 from tfx.orchestration import metadata  # noqa: E402  (not tfx.v1: see wiring.py)
 from tfx.orchestration import pipeline as tfx_pipeline  # noqa: E402
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
-
-gc.freeze()
-if _GC_WAS_ENABLED:
-    gc.enable()
 
 
 def config_from_env(environ=None) -> PipelineConfig:
