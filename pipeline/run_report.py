@@ -54,16 +54,9 @@ def _producer_outputs(store, artifact_uri: str) -> Dict[str, str]:
 
 
 def _pushed(store) -> Optional[dict]:
+    """The newest Pusher's record (history.push_record), or None."""
     pusher = history.latest_execution(store, "Pusher")
-    if pusher is None:
-        return None
-    uri = history.artifact_uris(store, pusher.id, metadata_store_pb2.Event.OUTPUT).get(
-        "pushed_model")
-    props = history.artifact_properties(store, uri) if uri else {}
-    if not props:
-        return None
-    return {"pushed": bool(props.get("pushed")), "destination": props.get("pushed_destination"),
-            "version": props.get("pushed_version")}
+    return history.push_record(store, pusher) if pusher is not None else None
 
 
 def recorded_accuracies(reports_dir: str) -> Dict[str, dict]:
