@@ -83,7 +83,7 @@ def _compile(training_model, learning_rate, label_smoothing: float, xla: bool):
         jit_compile=xla)
     # The optimizer's slot variables now, not in fit's first step: a tf.function whose first
     # trace creates variables is traced twice, and B3's training step (forward, backward,
-    # Adam) is the costliest trace of a run (BENCHMARKS.md, "Orchestration tax").
+    # Adam) is the costliest trace of a run (BENCHMARKS.md, "Fixed cost on the demo").
     if training_model.trainable_variables:
         training_model.optimizer.build(training_model.trainable_variables)
 
