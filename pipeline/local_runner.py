@@ -11,9 +11,22 @@ Environment (read here and in the CLI only):
   IMGPIPE_WORKDIR    work directory (required)
   IMGPIPE_CONFIG     optional YAML file of PipelineConfig fields
 """
+import atexit
+import gc
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFT/TFMA need Keras 2 (tf_keras)
+
+# Importing TFX, TFMA, TFT, TFDV, Beam and TensorFlow creates ~600k objects that live as long
+# as the process: the garbage collector's full passes over them cost seconds of every start
+# (BENCHMARKS.md, "Fixed cost on the demo"). So no collection while importing them, and
+# afterwards they are frozen (gc.freeze: later passes skip them; they are never garbage).
+_GC_WAS_ENABLED = gc.isenabled()
+gc.disable()
+# At exit, Python's last collections walk every object still alive (TensorFlow, TFX, Beam,
+# the run's graphs). Frozen objects are skipped; the process is ending, and objects are
+# still freed by reference counting.
+atexit.register(gc.freeze)
 
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.wiring import create_pipeline  # noqa: E402
@@ -23,6 +36,10 @@ from trainer_module import features  # noqa: E402
 from tfx.orchestration import metadata  # noqa: E402  (not tfx.v1: see wiring.py)
 from tfx.orchestration import pipeline as tfx_pipeline  # noqa: E402
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
+
+gc.freeze()
+if _GC_WAS_ENABLED:
+    gc.enable()
 
 
 def config_from_env(environ=None) -> PipelineConfig:

@@ -96,9 +96,27 @@ class _RunnerImports(importlib.abc.MetaPathFinder):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """One really trained and exported 3-class B3 (tiny_shards.train_tiny_model), shared by
-    test_export.py and test_predict.py: each checks other things of the same model."""
-    from tiny_shards import train_tiny_model  # pylint: disable=g-import-not-at-top
-    return train_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+    test_export.py and test_predict.py: each checks other things of the same model, and
+    neither writes into it. Built once per test run: under pytest-xdist the first worker to
+    ask builds it in the run's shared temp folder, holding a file lock; the others wait for
+    it and reuse it."""
+    import fcntl  # pylint: disable=g-import-not-at-top
+    import shutil  # pylint: disable=g-import-not-at-top
+
+    from tiny_shards import tiny_model_at, train_tiny_model  # pylint: disable=g-import-not-at-top
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's, shared by its workers
+    root, built = base / "tiny_model", base / "tiny_model.built"
+    with open(base / "tiny_model.lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if built.exists():
+            return tiny_model_at(root)
+        shutil.rmtree(root, ignore_errors=True)  # what a failed build left
+        root.mkdir()
+        model = train_tiny_model(root)
+        built.touch()
+        return model
 
 
 def pytest_configure(config):

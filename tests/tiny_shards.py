@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 
 import numpy as np
 import tensorflow as tf
@@ -126,8 +127,6 @@ def train_tiny_model(root, *, image_size: int = 32, num_classes: int = 3):
     """Really trains EfficientNetB3 (2 steps at image_size, from write_backbone_weights'
     file) on write_tiny_examples and exports it with a Transform graph into a workdir layout:
     root/work/serving/17. backup_interval_s=None, as in a local run."""
-    import types  # pylint: disable=g-import-not-at-top
-
     from trainer_module import train  # pylint: disable=g-import-not-at-top
 
     patterns = write_tiny_examples(root / "data", num_classes=num_classes)
@@ -140,5 +139,19 @@ def train_tiny_model(root, *, image_size: int = 32, num_classes: int = 3):
         image_size=image_size, batch_size=4, epochs=1, train_steps=2, eval_steps=1,
         weights=write_backbone_weights(root / "b3_notop.h5", image_size=image_size),
         backup_interval_s=None)
-    return types.SimpleNamespace(root=root, serving_dir=serving_dir, patterns=patterns,
-                                 transform_dir=transform_dir, classes=CLASSES[:num_classes])
+    built = tiny_model_at(root, num_classes=num_classes)
+    assert (built.serving_dir, built.patterns, built.transform_dir) == (
+        serving_dir, patterns, transform_dir)
+    return built
+
+
+def tiny_model_at(root, *, num_classes: int = 3):
+    """What train_tiny_model(root) returns, for a model it has already built there."""
+    import types  # pylint: disable=g-import-not-at-top
+
+    root = pathlib.Path(root)
+    splits = (features.TRAIN_SPLIT, features.EVAL_SPLIT)
+    return types.SimpleNamespace(
+        root=root, serving_dir=str(root / "work" / "serving" / "17"),
+        patterns={s: os.path.join(str(root / "data"), f"Split-{s}", "*") for s in splits},
+        transform_dir=str(root / "transform_graph"), classes=CLASSES[:num_classes])
