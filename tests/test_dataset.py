@@ -236,3 +236,20 @@ def test_real_ingest_output_round_trips_labels(tmp_path):
             assert names[int(parsed[features.LABEL_KEY])] == \
                 parsed[features.LABEL_NAME_KEY].numpy().decode()
     assert dict(total) == counts
+
+
+def test_runs_without_the_autotuning_model_unless_the_caller_asks(shards):
+    """tf.data's autotuning model thread makes deleting a long-lived iterator wait up to
+    60 s (TF 2.16; BENCHMARKS.md, "The stall after fit"), so make_dataset turns it off, in
+    both modes and through the Trainer's later .map(); options passed in come last."""
+    for training in (True, False):
+        ds = dataset.make_dataset(shards, image_size=S, batch_size=2, training=training)
+        assert ds.options().autotune.enabled is False
+        assert ds.map(lambda x, y: (x, y)).options().autotune.enabled is False
+    again = tf.data.Options()
+    again.autotune.enabled = True
+    ds = dataset.make_dataset(shards, image_size=S, batch_size=2, training=True,
+                              options=again)
+    assert ds.options().autotune.enabled is True
+    images, labels = next(iter(ds))
+    assert images.shape == (2, S, S, 3) and labels.shape == (2,)

@@ -10,7 +10,7 @@ Order of operations, and why:
   shards, shuffled (training)  -> parallel interleave (deterministic=False in training)
   [shuffle serialized records]  no cache: encoded bytes are ~5x smaller than pixels, so a
                                 big buffer is cheap, and each epoch gets a new order
-  parse + decode + resize       parallel (AUTOTUNE)
+  parse + decode + resize       parallel (AUTOTUNE: min(16, threads); the model is off)
   [cache decoded uint8]         warm epochs skip reading and decoding entirely; random
                                 augmentation runs after it, in the training model
   [or random_crop, no cache]    the model's random zoom done while decoding: a zoom-in
@@ -36,6 +36,13 @@ from trainer_module import features, image_ops
 from trainer_module.options import TrainOptions
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Without tf.data's autotuning model, AUTOTUNE parallelism is min(16, the thread pool)
+# and prefetch grows its own buffer. With it, deleting an iterator (fit does, after its
+# last epoch) waits for the model thread's next wake-up, up to 60 s once the iterator has
+# lived a minute or two (TF 2.16: RootDataset::Iterator::~Iterator joins a thread still in
+# Model::OptimizeLoop's timed wait). Measured: BENCHMARKS.md, "The stall after fit".
+_NO_AUTOTUNE_MODEL = tf.data.Options()
+_NO_AUTOTUNE_MODEL.autotune.enabled = False
 # Per open shard. 8 MB (the usual advice for GCS) cost +360 MB RSS with 16 parallel reads
 # (interleave also opens the next shards ahead); 1 MB costs ~20 MB and reads as fast here.
 _READ_BUFFER_BYTES = 1 << 20
@@ -142,7 +149,8 @@ def make_dataset(file_pattern: Union[str, Sequence[str]], *, image_size: int,
       repeat: defaults to `training`.
       drop_remainder: defaults to `training` (full, static-shape batches for TPU/XLA).
       seed: shuffle (and random zoom) seed, for reproducible tests.
-      options: extra tf.data.Options, applied last.
+      options: extra tf.data.Options, applied last (`autotune.enabled=True` brings back
+        tf.data's autotuning model, which is off here: see _NO_AUTOTUNE_MODEL).
       random_crop: training only: each image gets the model's random zoom
         (image_ops.decode_random_zoom_and_resize: RandomZoom(ZOOM_FACTOR)'s distribution);
         a zoom-in decodes only its window of a JPEG. Build the model with
@@ -197,7 +205,7 @@ def make_dataset(file_pattern: Union[str, Sequence[str]], *, image_size: int,
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
-                  deterministic=deterministic)
+                  deterministic=deterministic).with_options(_NO_AUTOTUNE_MODEL)
     if options is not None:
         ds = ds.with_options(options)
     return ds.prefetch(AUTOTUNE)
