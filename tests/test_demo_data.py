@@ -176,3 +176,33 @@ def test_a_second_run_leaves_identical_files_untouched(tmp_path):
                                class_colours=True)
     assert all(p.stat().st_mtime_ns == 1 for p in files)
     assert len(before) == 9
+
+
+@pytest.mark.slow
+def test_a_child_draws_the_same_files_and_its_errors_reach_the_caller(tmp_path):
+    """ChildDrawing (the demo's drawing beside the library import): the same bytes as
+    generate_dataset in this process; bad settings are the same ValueError; the console's
+    pipe is not held after result() (the child and nothing of it is left running)."""
+    from pipeline.demo_data import ChildDrawing  # pylint: disable=import-outside-toplevel
+    settings = dict(images_per_class=4, min_side=40, max_side=60, class_colours=True)
+    with ChildDrawing(tmp_path / "child", **settings) as drawing:
+        counts = drawing.result()
+    assert counts == generate_dataset(tmp_path / "here", **settings)
+    child, here = _files(tmp_path / "child"), _files(tmp_path / "here")
+    assert len(child) == 12 and child == here
+    with pytest.raises(ValueError, match="images_per_class"):
+        with ChildDrawing(tmp_path / "bad", images_per_class=0) as drawing:
+            drawing.result()
+    with pytest.raises(RuntimeError, match="drawing the demo images failed.*no_such_setting"):
+        with ChildDrawing(tmp_path / "bad", no_such_setting=1) as drawing:
+            drawing.result()
+
+
+@pytest.mark.slow
+def test_a_child_is_stopped_when_the_caller_fails_first(tmp_path):
+    from pipeline.demo_data import ChildDrawing  # pylint: disable=import-outside-toplevel
+    with pytest.raises(KeyError):
+        with ChildDrawing(tmp_path / "d", images_per_class=2000) as drawing:
+            raise KeyError("the import failed")
+    import signal  # pylint: disable=import-outside-toplevel
+    assert drawing._proc.returncode == -signal.SIGKILL  # pylint: disable=protected-access
