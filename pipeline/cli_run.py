@@ -169,7 +169,7 @@ def demo(job: Job) -> int:
     # BENCHMARKS.md, "Fixed cost on the demo".
     with demo_data.ChildDrawing(data_root, **dict(
             DEMO_DATA, images_per_class=job.args.images_per_class)) as drawing:
-        from pipeline import console, local_runner  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+        from pipeline import local_runner  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
         counts = drawing.result()
     job.say(f"imgpipe: demo dataset: {sum(counts.values())} images in {data_root} {counts}")
     return _pipeline(job.config, job.say)

@@ -181,8 +181,8 @@ def test_a_second_run_leaves_identical_files_untouched(tmp_path):
 @pytest.mark.slow
 def test_a_child_draws_the_same_files_and_its_errors_reach_the_caller(tmp_path):
     """ChildDrawing (the demo's drawing beside the library import): the same bytes as
-    generate_dataset in this process; bad settings are the same ValueError; the console's
-    pipe is not held after result() (the child and nothing of it is left running)."""
+    generate_dataset in this process; bad settings are the same ValueError; any other
+    failure is a RuntimeError naming the child's last error line."""
     from pipeline.demo_data import ChildDrawing  # pylint: disable=import-outside-toplevel
     settings = dict(images_per_class=4, min_side=40, max_side=60, class_colours=True)
     with ChildDrawing(tmp_path / "child", **settings) as drawing:
