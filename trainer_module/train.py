@@ -76,16 +76,22 @@ def _learning_rate(rate: float, schedule: str, steps: int):
 
 
 def _compile(training_model, learning_rate, label_smoothing: float, xla: bool):
+    # The legacy Adam applies each variable's update with one fused ResourceApplyAdam op;
+    # tf_keras' new Adam (without XLA, i.e. on CPU) builds ~15 ops per variable in Python,
+    # so B3's first training step traced ~2x longer (BENCHMARKS.md, "Fixed cost on the
+    # demo"). The update rule is the same (Kingma & Ba with epsilon-hat, epsilon 1e-7).
     training_model.compile(
-        optimizer=tf_keras.optimizers.Adam(learning_rate),
+        optimizer=tf_keras.optimizers.legacy.Adam(learning_rate),
         loss=tf_keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[tf_keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=xla)
     # The optimizer's slot variables now, not in fit's first step: a tf.function whose first
     # trace creates variables is traced twice, and B3's training step (forward, backward,
-    # Adam) is the costliest trace of a run (BENCHMARKS.md, "Fixed cost on the demo").
+    # Adam) is the costliest trace of a run. `_create_all_weights` is how tf_keras itself
+    # does this for a legacy optimizer (hdf5_format, LossScaleOptimizer delegates to it).
     if training_model.trainable_variables:
-        training_model.optimizer.build(training_model.trainable_variables)
+        training_model.optimizer._create_all_weights(  # pylint: disable=protected-access
+            training_model.trainable_variables)
 
 
 def _input_options(files, strategy) -> Optional[tf.data.Options]:
