@@ -10,6 +10,7 @@ the multi-worker one trains all of B3 from scratch.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import tf_keras
 from tiny_shards import encode, image_array, make_example, write_backbone_weights, \
     write_tiny_examples
 from trainer_module import export, model, train
+from trainer_module.options import TrainOptions
 
 S = 32
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,6 +132,40 @@ def test_training_step_is_traced_once_with_one_fused_adam_op_per_variable():
     op_types = [op.type for f in [graph, *[graph._functions[n].graph for n in graph._functions]]  # pylint: disable=protected-access
                 for op in f.get_operations()]
     assert op_types.count("ResourceApplyAdam") == len(tiny.trainable_variables) == 4
+
+
+def test_an_xla_compiled_step_gets_the_augmentation_from_the_input_pipeline():
+    """TF 2.16 cannot compile RandomRotation/RandomZoom (ImageProjectiveTransformV3) with
+    XLA; `xla: true` and every TPU compile the whole step, so the augmentation moves to the
+    host's input pipeline there. Lowering to HLO is the XLA compiler's own check, without
+    its minutes-long CPU code generation."""
+    model.skip_autograph_for_tf_keras()
+    cfg = dataclasses.asdict(TrainOptions.from_dict({"image_size": 32}))
+    ramp = np.broadcast_to(np.arange(32, dtype=np.uint8)[None, :, None] * 8, (32, 32, 3))
+    images = np.stack([ramp, ramp[::-1]])
+    source = tf.data.Dataset.from_tensors((images, np.eye(3, dtype=np.float32)[[0, 1]]))
+    lowered = {}
+    for xla_step in (False, True):
+        training_model, inference_model, _, ds = train.build_for_training(
+            3, cfg, source, xla_step=xla_step)
+        train._compile(training_model, 1e-3, 0.1, xla_step)  # pylint: disable=protected-access
+        batch = next(iter(ds))
+        training_model.train_step(batch)  # builds the metrics' variables, eagerly
+        try:
+            tf.function(training_model.train_step, jit_compile=True).experimental_get_compiler_ir(
+                batch)(stage="hlo")
+            lowered[xla_step] = "lowered"
+        except ValueError as err:
+            lowered[xla_step] = str(err)
+        augmentation = [l.name for l in training_model.layers if l.name == "augmentation"]
+        assert augmentation == ([] if xla_step else ["augmentation"])
+        assert "augmentation" not in [l.name for l in inference_model.layers]
+    assert "ImageProjectiveTransformV3" in lowered[False]
+    assert lowered[True] == "lowered"
+    pixels = batch[0].numpy()  # the XLA case: uint8 as before, augmented on the host
+    assert batch[0].dtype == tf.uint8 and pixels.shape == images.shape
+    assert not np.array_equal(pixels, images)
+    assert abs(float(pixels.mean()) - float(images.mean())) < 40  # flipped/rotated, not garbage
 
 
 def test_auto_cache_is_memory_only_while_the_decoded_splits_fit(tmp_path, monkeypatch):
@@ -276,7 +312,7 @@ def test_multi_worker_mirrored_strategy_with_two_real_workers(tmp_path):
         assert "MultiWorkerMirroredStrategy with cluster_spec" in text
         assert "num_workers = 2" in text
         # random_crop: the zoom moves from the model into the input, not into both.
-        assert ("Augmentation: RandomFlip, RandomRotation, RandomContrast, "
+        assert ("Augmentation in the model: RandomFlip, RandomRotation, RandomContrast, "
                 "RandomZoom while decoding (random_crop).") in text
         histories.append(json.loads(text.split("HISTORY ", 1)[1].splitlines()[0]))
     assert histories[0]["head"]["epoch"] == [0]

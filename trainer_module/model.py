@@ -152,6 +152,17 @@ def skip_autograph_for_tf_keras() -> None:
     ag_config.CONVERSION_RULES = tuple(rules) + (ag_config.DoNotConvert("tf_keras"),)
 
 
+def augmentation(random_crop: bool = False, dtype=None):
+    """The training augmentation, AUGMENTATION's layers in order, as one Sequential named
+    "augmentation": float [B, S, S, 3] in [0, 255] -> the same, active only with
+    training=True. random_crop leaves RandomZoom out (the input zooms while decoding).
+    dtype: the layers' dtype; None follows the global (mixed precision) policy."""
+    return tf_keras.Sequential(
+        [getattr(tf_keras.layers, cls)(**kwargs, dtype=dtype) for cls, kwargs in AUGMENTATION
+         if not (random_crop and cls == "RandomZoom")],
+        name="augmentation")
+
+
 def build_model(num_classes: int, *, image_size: int = TrainOptions.image_size,
                 weights: str = TrainOptions.weights, dropout: float = TrainOptions.dropout,
                 augment: bool = TrainOptions.augment, random_crop: bool = False):
@@ -199,10 +210,7 @@ def build_model(num_classes: int, *, image_size: int = TrainOptions.image_size,
     images = tf_keras.Input((image_size, image_size, 3), dtype=tf.uint8, name="image")
     x = tf_keras.layers.Lambda(lambda t: tf.cast(t, tf.float32), name="to_float")(images)
     if augment:
-        x = tf_keras.Sequential(
-            [getattr(tf_keras.layers, cls)(**kwargs) for cls, kwargs in AUGMENTATION
-             if not (random_crop and cls == "RandomZoom")],
-            name="augmentation")(x)
+        x = augmentation(random_crop)(x)
     training_model = tf_keras.Model(images, inference_model(x), name="training_model")
     return training_model, inference_model, backbone
 

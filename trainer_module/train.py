@@ -94,6 +94,46 @@ def _compile(training_model, learning_rate, label_smoothing: float, xla: bool):
             training_model.trainable_variables)
 
 
+def _augment_on_host(random_crop: bool):
+    """A dataset map (uint8 images [B, S, S, 3], labels) -> the same, augmented as the model
+    would (model.augmentation, float32 whatever the precision policy), rounded back to uint8
+    so that a TPU's infeed carries a quarter of the bytes of float32."""
+    layers = model.augmentation(random_crop, dtype="float32")
+
+    def augment(images, labels):
+        augmented = layers(tf.cast(images, tf.float32), training=True)
+        return tf.cast(tf.clip_by_value(tf.round(augmented), 0.0, 255.0), tf.uint8), labels
+
+    return augment
+
+
+def build_for_training(num_classes: int, cfg: dict, train_ds: tf.data.Dataset, *,
+                       xla_step: bool) -> tuple:
+    """(training_model, inference_model, backbone, train_ds) for `cfg` (TrainOptions as a
+    dict), with the augmentation in the training model, or, when XLA compiles the training
+    step (`xla`, and any TPU), in train_ds on the host: TF 2.16 has no XLA kernel for
+    ImageProjectiveTransformV3, which RandomRotation and RandomZoom run
+    (tensorflow/tensorflow#55194), and Keras compiles the whole step, so the first step
+    would fail. The same layers draw from the same distributions either way. Build under the
+    strategy's scope.
+    """
+    on_host = cfg["augment"] and xla_step
+    training_model, inference_model, backbone = model.build_model(
+        num_classes, image_size=cfg["image_size"], weights=cfg["weights"],
+        dropout=cfg["dropout"], augment=cfg["augment"] and not on_host,
+        random_crop=cfg["random_crop"])
+    if on_host:
+        train_ds = train_ds.map(_augment_on_host(cfg["random_crop"]),
+                                num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if cfg["augment"]:
+        logging.info("Augmentation in the %s: %s.",
+                     "input pipeline (XLA compiles the training step)" if on_host else "model",
+                     ", ".join([cls for cls, _ in model.AUGMENTATION
+                                if not (cfg["random_crop"] and cls == "RandomZoom")]
+                               + ["RandomZoom while decoding (random_crop)"] * cfg["random_crop"]))
+    return training_model, inference_model, backbone, train_ds
+
+
 def _input_options(files, strategy) -> Optional[tf.data.Options]:
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return None
@@ -298,14 +338,9 @@ def train_and_export(train_files: Sequence[str], eval_files: Sequence[str], *,
         1, math.ceil((_split_size(train_files, features.TRAIN_SPLIT) or batch) / batch))
 
     with strategy.scope():
-        training_model, inference_model, backbone = model.build_model(
-            num_classes, image_size=size, weights=cfg["weights"], dropout=cfg["dropout"],
-            augment=cfg["augment"], random_crop=cfg["random_crop"])
+        training_model, inference_model, backbone, train_ds = build_for_training(
+            num_classes, cfg, train_ds, xla_step=xla or is_tpu)
     pretrained = not backbone.trainable
-    if cfg["augment"]:
-        logging.info("Augmentation: %s.", ", ".join(
-            [type(layer).__name__ for layer in training_model.get_layer("augmentation").layers]
-            + ["RandomZoom while decoding (random_crop)"] * cfg["random_crop"]))
 
     stages = [(HEAD, 0, cfg["epochs"], cfg["learning_rate"])]
     if cfg["fine_tune_epochs"] > 0:
