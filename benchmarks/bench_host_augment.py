@@ -24,7 +24,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainer_module import train  # noqa: E402
+from trainer_module import model, train  # noqa: E402
 
 
 def _pipelines(size: int, batch: int) -> dict:
@@ -32,13 +32,15 @@ def _pipelines(size: int, batch: int) -> dict:
     images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     labels = np.zeros((batch, 3), np.float32)
     warm = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    augment = train._augment_on_host  # pylint: disable=protected-access
+    def augmented(random_crop):
+        augment = train._augment_on_host(  # pylint: disable=protected-access
+            model.augmentation(random_crop, dtype="float32"))
+        return warm.map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
     return {
         "batches in memory (warm cache)": warm.prefetch(tf.data.AUTOTUNE),
-        "+ host augmentation (flip, rotation, zoom, contrast)": warm.map(
-            augment(False), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE),
-        "+ host augmentation without the zoom (random_crop)": warm.map(
-            augment(True), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE),
+        "+ host augmentation (flip, rotation, zoom, contrast)": augmented(False),
+        "+ host augmentation without the zoom (random_crop)": augmented(True),
     }
 
 

@@ -94,12 +94,10 @@ def _compile(training_model, learning_rate, label_smoothing: float, xla: bool):
             training_model.trainable_variables)
 
 
-def _augment_on_host(random_crop: bool):
-    """A dataset map (uint8 images [B, S, S, 3], labels) -> the same, augmented as the model
-    would (model.augmentation, float32 whatever the precision policy), rounded back to uint8
-    so that a TPU's infeed carries a quarter of the bytes of float32."""
-    layers = model.augmentation(random_crop, dtype="float32")
-
+def _augment_on_host(layers):
+    """A dataset map (uint8 images [B, S, S, 3], labels) -> the same, augmented by `layers`
+    (model.augmentation) in float32 and rounded back to uint8, so that a TPU's infeed
+    carries a quarter of the bytes of float32."""
     def augment(images, labels):
         augmented = layers(tf.cast(images, tf.float32), training=True)
         return tf.cast(tf.clip_by_value(tf.round(augmented), 0.0, 255.0), tf.uint8), labels
@@ -123,13 +121,16 @@ def build_for_training(num_classes: int, cfg: dict, train_ds: tf.data.Dataset, *
         dropout=cfg["dropout"], augment=cfg["augment"] and not on_host,
         random_crop=cfg["random_crop"])
     if on_host:
-        train_ds = train_ds.map(_augment_on_host(cfg["random_crop"]),
+        # float32 whatever the precision policy: mixed precision is for the accelerator.
+        layers = model.augmentation(cfg["random_crop"], dtype="float32")
+        train_ds = train_ds.map(_augment_on_host(layers),
                                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    elif cfg["augment"]:
+        layers = training_model.get_layer("augmentation")
     if cfg["augment"]:
         logging.info("Augmentation in the %s: %s.",
                      "input pipeline (XLA compiles the training step)" if on_host else "model",
-                     ", ".join([cls for cls, _ in model.AUGMENTATION
-                                if not (cfg["random_crop"] and cls == "RandomZoom")]
+                     ", ".join([type(layer).__name__ for layer in layers.layers]
                                + ["RandomZoom while decoding (random_crop)"] * cfg["random_crop"]))
     return training_model, inference_model, backbone, train_ds
 
