@@ -120,18 +120,19 @@ def build_for_training(num_classes: int, cfg: dict, train_ds: tf.data.Dataset, *
         num_classes, image_size=cfg["image_size"], weights=cfg["weights"],
         dropout=cfg["dropout"], augment=cfg["augment"] and not on_host,
         random_crop=cfg["random_crop"])
+    if not cfg["augment"]:
+        return training_model, inference_model, backbone, train_ds
     if on_host:
         # float32 whatever the precision policy: mixed precision is for the accelerator.
         layers = model.augmentation(cfg["random_crop"], dtype="float32")
         train_ds = train_ds.map(_augment_on_host(layers),
                                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    elif cfg["augment"]:
+    else:
         layers = training_model.get_layer("augmentation")
-    if cfg["augment"]:
-        logging.info("Augmentation in the %s: %s.",
-                     "input pipeline (XLA compiles the training step)" if on_host else "model",
-                     ", ".join([type(layer).__name__ for layer in layers.layers]
-                               + ["RandomZoom while decoding (random_crop)"] * cfg["random_crop"]))
+    logging.info("Augmentation in the %s: %s.",
+                 "input pipeline (XLA compiles the training step)" if on_host else "model",
+                 ", ".join([type(layer).__name__ for layer in layers.layers]
+                           + ["RandomZoom while decoding (random_crop)"] * cfg["random_crop"]))
     return training_model, inference_model, backbone, train_ds
 
 
