@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 from trainer_module import export, features, image_ops
@@ -31,16 +32,35 @@ def latest_model(workdir: str) -> str:
 
 
 def iter_files(paths: Sequence[str]) -> Iterator[str]:
-    """Each given file, and every non-hidden file under each given folder (sorted)."""
+    """Each given path, and every non-hidden entry under each given folder (sorted), with
+    symlinks followed as ingest follows them. A folder reached again through a symlink to
+    one of its own ancestors is yielded itself instead of being walked (`_read` reports it),
+    so nothing under the given folders is dropped without a result line."""
     for path in paths:
         if os.path.isdir(path):
-            for folder, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(names):
-                    if not name.startswith("."):
-                        yield os.path.join(folder, name)
+            yield from _walk(path, frozenset())
         else:
             yield path
+
+
+def _walk(folder: str, ancestors: frozenset) -> Iterator[str]:
+    info = os.stat(folder)
+    key = (info.st_dev, info.st_ino)
+    if key in ancestors:
+        yield folder
+        return
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        yield folder  # _read names the error
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=True):
+            yield from _walk(entry.path, ancestors | {key})
+        else:
+            yield entry.path
 
 
 def _batches(items: Iterable[str], size: int) -> Iterator[List[str]]:
@@ -55,8 +75,15 @@ def _batches(items: Iterable[str], size: int) -> Iterator[List[str]]:
 
 
 def _read(path: str):
-    """(bytes, None) or (None, error message)."""
+    """(bytes, None) or (None, error message). Only regular files are opened: opening a
+    FIFO or a device would block or never end."""
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):  # iter_files yields a folder it could not or must not walk
+            with os.scandir(path):  # raises for an unreadable folder
+                return None, "cannot read: a folder reached again through a symlink loop"
+        if not stat.S_ISREG(mode):
+            return None, "cannot read: not a regular file (a pipe, socket or device)"
         with open(path, "rb") as f:
             return f.read(), None
     except OSError as err:

@@ -78,6 +78,26 @@ def test_bad_files_get_their_own_error_and_the_rest_are_classified(model_dir, im
     assert sum("label" in r for r in results.values()) == len(files)
 
 
+def test_symlinked_folders_are_walked_and_loops_and_pipes_get_an_error(model_dir, images,
+                                                                        tmp_path):
+    folder, files = images
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(files[0], elsewhere / "linked.jpg")
+    os.symlink(str(elsewhere), str(folder / "more"))  # a linked folder, as ingest follows
+    os.symlink(str(folder), str(elsewhere / "back"))  # ... whose link back is a loop
+    os.mkfifo(str(folder / "pipe.jpg"))  # opening it would block forever
+    results = {os.path.relpath(r["path"], str(folder)): r
+               for r in predict.predict(model_dir, [str(folder)], batch_size=4)}
+    assert "label" in results[os.path.join("more", "linked.jpg")]
+    assert results[os.path.join("more", "back")]["error"] == \
+        "cannot read: a folder reached again through a symlink loop"
+    assert results["pipe.jpg"]["error"] == \
+        "cannot read: not a regular file (a pipe, socket or device)"
+    assert sum("label" in r for r in results.values()) == len(files) + 1
+    assert len(results) == len(files) + 3
+
+
 def test_cli_lines_json_and_exit_status(model_dir, images, capsys):
     folder, files = images
     workdir = os.path.dirname(os.path.dirname(model_dir))
