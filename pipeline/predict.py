@@ -96,6 +96,9 @@ def refusal(message: str) -> str:
     if match:
         return (f"larger than the model's limit of {int(match.group(1)):,} pixels "
                 "(refused before decoding)")
+    if "decodes to other pixels" in message:
+        return ("a GIF or BMP variant TensorFlow decodes wrongly (palette, RLE or 1/4/16-bit "
+                "BMP, or a GIF whose first frame does not fill its screen): convert it to PNG")
     return "cannot be decoded (truncated or corrupt)"
 
 

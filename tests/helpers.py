@@ -54,6 +54,78 @@ def png_declaring(width: int, height: int, rows: int = 0) -> bytes:
             + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
+def gif_with_screen(data: bytes, width: int, height: int) -> bytes:
+    """A GIF's bytes with its logical screen set to width x height; its frames unchanged."""
+    patched = bytearray(data)
+    patched[6:10] = struct.pack("<HH", width, height)
+    return bytes(patched)
+
+
+def _gif_image_block(data: bytes) -> Tuple[bytes, bytes, int]:
+    """(global colour table, first image block from its descriptor to its terminator,
+    global table's size bits) of a GIF, found by walking its blocks."""
+    packed = data[10]
+    table = data[13:13 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)]
+    pos = 13 + len(table)
+    while data[pos] == 0x21:  # extensions: introducer, label, sub-blocks
+        pos += 2
+        while data[pos]:
+            pos += 1 + data[pos]
+        pos += 1
+    assert data[pos] == 0x2C, "no image descriptor"
+    end = pos + 10 + (3 << ((data[pos + 9] & 7) + 1) if data[pos + 9] & 0x80 else 0) + 1
+    while data[end]:
+        end += 1 + data[end]
+    return table, data[pos:end + 1], packed & 7
+
+
+def gif_append_frame(first: bytes, later: bytes) -> bytes:
+    """`first` with `later`'s first frame appended as a second frame (carrying `later`'s
+    global colour table as its local one): a frame larger than the screen if `later` is."""
+    table, block, bits = _gif_image_block(later)
+    descriptor = bytearray(block[:10])
+    descriptor[9] = 0x80 | bits  # local colour table follows
+    return first[:-1] + bytes(descriptor) + table + block[10:] + b";"
+
+
+def gif_declaring(width: int, height: int) -> bytes:
+    """A GIF whose logical screen is 1 x 1 and whose first frame's descriptor declares
+    width x height, with a 2 x 2 frame's data after it: a decoder fails on it, a header
+    reader that trusts the screen lets it by."""
+    data = encode(Image.new("P", (2, 2)), "GIF")
+    _, block, _ = _gif_image_block(data)
+    start = data.index(block)
+    patched = bytearray(gif_with_screen(data, 1, 1))
+    patched[start + 5:start + 9] = struct.pack("<HH", width, height)
+    return bytes(patched)
+
+
+def gif_and_bmp_variants() -> Dict[str, bytes]:
+    """Small GIFs and BMPs in each layout TF decodes differently (image_probe's table), plus
+    plain JPEG/PNG: {name: bytes}. Names ending in "*" are the ones TF decodes to other
+    pixels than the file holds."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    frames = [Image.fromarray(rng.integers(0, 200, (30, 40), dtype=np.uint8)).convert("P")
+              for _ in range(3)]
+    gif = encode(frames[0], "GIF")
+    small = encode(Image.fromarray(rgb).convert("P"), "GIF")  # 10 x 12
+    return {
+        "jpeg": encode(rgb, "JPEG"), "png": encode(rgb, "PNG"),
+        "gif": gif,
+        "gif animated": encode(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "gif frame larger than its screen": gif_with_screen(gif, 10, 10),
+        "gif frame smaller than its screen*": gif_with_screen(gif, 80, 60),
+        "gif later frame larger than the first*": gif_append_frame(small, gif),
+        "bmp 24-bit": encode(rgb, "BMP"),
+        "bmp 32-bit": encode(Image.fromarray(rgb).convert("RGBA"), "BMP"),
+        "bmp 8-bit grey": encode(Image.fromarray(rgb).convert("L"), "BMP"),
+        "bmp 8-bit palette*": encode(Image.fromarray(rgb).convert("P"), "BMP"),
+        "bmp 1-bit*": encode(Image.fromarray(rgb).convert("1"), "BMP"),
+        "bmp trailing bytes*": encode(rgb, "BMP") + b"\0" * 7,
+    }
+
+
 # ---------------------------------------------------------------------------------- MLMD
 def mlmd_store(workdir):
     """The MetadataStore of workdir/metadata.sqlite (created if missing)."""

@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tiny_shards import CLASSES, encode, image_array, make_example, png_declaring, \
-    write_transform_graph
+from tiny_shards import CLASSES, encode, gif_and_bmp_variants, gif_declaring, image_array, \
+    make_example, png_declaring, write_transform_graph
 from trainer_module import export, features, model, preprocessing, train
 
 S = 32  # the image size tiny_model is trained at
@@ -159,3 +159,23 @@ def test_serving_refuses_an_image_above_the_pixel_limit_before_decoding(exported
     side = int(features.MAX_PIXELS ** 0.5)  # at the limit: decoded as usual
     assert serve(image_bytes=tf.constant([good[0], png_declaring(side, side, rows=side)]))[
         "probabilities"].shape == (2, K)
+
+
+def test_serving_refuses_what_it_would_decode_wrongly_and_gifs_hiding_large_frames(exported):
+    """GIF/BMP layouts that TF decodes to other pixels than the file holds (ingest
+    re-encodes them, so the model never saw TF's version) are refused, naming them; a GIF
+    whose 1 x 1 screen hides a 9500 x 9500 frame is refused by the pixel limit."""
+    serve = exported.loaded.signatures[export.SERVING_SIGNATURE]
+    good = _images()
+    variants = gif_and_bmp_variants()
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        serve(image_bytes=tf.constant([good[0], variants["bmp 8-bit palette*"], good[1],
+                                       variants["gif frame smaller than its screen*"]]))
+    assert "decodes to other pixels than the file holds" in err.value.message
+    assert "their indices:" in err.value.message and "[1 3]" in err.value.message
+    fine = [data for name, data in variants.items() if not name.endswith("*")]
+    assert serve(image_bytes=tf.constant(fine))["probabilities"].shape == (len(fine), K)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        serve(image_bytes=tf.constant([good[0], gif_declaring(9500, 9500)]))
+    assert f"declares more than {features.MAX_PIXELS} pixels" in err.value.message
+    assert "[1]" in err.value.message

@@ -5,6 +5,7 @@ lose their static values), so an op can pass one and break in the other.
 """
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ import tensorflow as tf
 import tf_keras
 from PIL import Image
 
-from helpers import encode, png_declaring
+from helpers import encode, gif_and_bmp_variants, gif_with_screen, png_declaring
 from trainer_module import image_ops, model
 
 S = 32  # target side in these tests
@@ -231,11 +232,42 @@ def _bmp_top_down(h: int, w: int) -> bytes:
     return bytes(data)
 
 
+def test_a_gif_declares_every_frame_whatever_its_screen_says():
+    """TF's GIF decoder reads every frame, onto a canvas of the largest frame's size; a
+    screen of 1 x 1 must not let a 600 x 400 frame (or many frames) past the limit."""
+    frame = Image.fromarray(_gradient(400, 600)).convert("P")
+    single = encode(frame, "GIF")
+    assert int(image_ops.declared_pixels(tf.constant(gif_with_screen(single, 1, 1)))) == \
+        600 * 400
+    frames = [frame.point(lambda v, k=k: (v + 37 * k) % 256) for k in range(4)]
+    animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    declared = int(image_ops.declared_pixels(tf.constant(gif_with_screen(animated, 1, 1))))
+    assert declared == 4 * 600 * 400
+    for cut in (7, 13, 40, len(animated) // 2):  # truncated: a number, never an error
+        assert int(image_ops.declared_pixels(tf.constant(animated[:cut]))) >= 0
+
+
+def test_decodes_as_stored_agrees_with_what_ingest_stores_unchanged():
+    """Serving refuses exactly the GIF/BMP layouts that ingest does not store as they are
+    (it re-encodes them, having measured that TF decodes them to other pixels)."""
+    from components.image_example_gen import image_probe  # pylint: disable=g-import-not-at-top
+    for name, data in gif_and_bmp_variants().items():
+        probe = image_probe.probe_image(data)
+        stored_unchanged = probe.ok and probe.image_bytes == data
+        assert stored_unchanged == (not name.endswith("*")), name
+        as_stored = tf.function(image_ops.decodes_as_stored)(tf.constant(data))
+        assert bool(as_stored) == stored_unchanged, name
+        if stored_unchanged and name != "jpeg":  # lossless: TF decodes what Pillow reads
+            pixels = image_ops.decode_image(tf.constant(data)).numpy()
+            expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            np.testing.assert_array_equal(pixels, expected, err_msg=name)
+
+
 def test_declared_pixels_reads_each_header_without_decoding():
     cases = [(encode(_solid(48, 64), "JPEG"), 48 * 64),
              (encode(np.full((40, 30), 7, np.uint8), "JPEG"), 40 * 30),
              (encode(_solid(20, 50), "PNG"), 20 * 50),
-             (_animated_gif(), 20 * 30),
+             (_animated_gif(), 2 * 20 * 30),  # TF's GIF decoder reads every frame
              (encode(_solid(17, 23), "BMP"), 17 * 23),
              (_bmp_top_down(9, 11), 9 * 11),
              (png_declaring(20000, 20000), 20000 * 20000),  # the header is all it reads

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import cli, predict
-from tiny_shards import CLASSES, encode, image_array, png_declaring
+from tiny_shards import CLASSES, encode, gif_and_bmp_variants, image_array, png_declaring
 from trainer_module import export
 
 pytestmark = pytest.mark.slow
@@ -66,6 +66,7 @@ def test_bad_files_get_their_own_error_and_the_rest_are_classified(model_dir, im
     (folder / "notes.txt").write_text("hello")
     (folder / "empty.png").write_bytes(b"")
     (folder / "huge.png").write_bytes(png_declaring(20000, 20000))
+    (folder / "palette.bmp").write_bytes(gif_and_bmp_variants()["bmp 8-bit palette*"])
     os.symlink(str(tmp_path / "gone.jpg"), str(folder / "dangling.jpg"))
     results = {os.path.basename(r["path"]): r
                for r in predict.predict(model_dir, [str(folder)], batch_size=3)}
@@ -75,6 +76,8 @@ def test_bad_files_get_their_own_error_and_the_rest_are_classified(model_dir, im
     assert results["dangling.jpg"]["error"].startswith("cannot read:")
     assert results["huge.png"]["error"] == \
         "larger than the model's limit of 89,478,485 pixels (refused before decoding)"
+    assert results["palette.bmp"]["error"].startswith("a GIF or BMP variant TensorFlow decodes "
+                                                      "wrongly")
     assert sum("label" in r for r in results.values()) == len(files)
 
 

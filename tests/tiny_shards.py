@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from helpers import encode, png_declaring  # noqa: F401  (the trainer tests take them from here)
+from helpers import encode, gif_and_bmp_variants, gif_declaring, png_declaring  # noqa: F401  (the trainer tests take them from here)
 from trainer_module import features
 
 CLASSES = ("bright", "dark", "grey")

@@ -82,7 +82,8 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
         against the model (size, [0, 255] range) before saving.
       max_pixels: serving_default refuses, before decoding anything, a request with an
         image whose header declares more pixels (InvalidArgumentError naming the indices):
-        one 20000 x 20000 PNG would otherwise take ~1.2 GB to decode.
+        one 20000 x 20000 PNG would otherwise take ~1.2 GB to decode. It refuses the same
+        way the GIF and BMP variants TF decodes wrongly (image_ops.header_facts).
 
     Raises:
       RuntimeError: the Transform graph's output does not fit the model.
@@ -106,15 +107,24 @@ def export_model(inference_model, class_names: Sequence[str], image_size: int,
             ["image_bytes holds elements that are not JPEG, PNG, GIF or BMP (empty, another "
              "format, or not an image); their indices:", bad], summarize=20)
         with tf.control_dependencies([check]):
-            declared = tf.map_fn(image_ops.declared_pixels, image_bytes,
-                                 fn_output_signature=tf.int64)
+            declared, as_stored = tf.map_fn(
+                image_ops.header_facts, image_bytes,
+                fn_output_signature=(tf.int64, tf.bool))
         large = tf.where(declared > max_pixels)[:, 0]
         limit = tf.debugging.Assert(
             tf.equal(tf.size(large), 0),
             [f"image_bytes holds elements whose header declares more than {max_pixels} "
              "pixels, the model's limit (refused before decoding); their indices:", large],
             summarize=20)
-        with tf.control_dependencies([limit]):
+        # Ingest re-encoded such files to PNG, so the model never saw what TF makes of them.
+        variant = tf.where(tf.logical_not(as_stored))[:, 0]
+        faithful = tf.debugging.Assert(
+            tf.equal(tf.size(variant), 0),
+            ["image_bytes holds GIF or BMP variants that TensorFlow decodes to other pixels "
+             "than the file holds (palette, RLE or 1/4/16-bit BMP; a GIF whose first frame "
+             "does not fill its screen): send them as PNG; their indices:", variant],
+            summarize=20)
+        with tf.control_dependencies([limit, faithful]):
             pixels = tf.cast(image_ops.decode_and_resize_batch(image_bytes, image_size),
                              tf.float32)
         return _outputs(pixels)

@@ -66,34 +66,140 @@ def _header_ints(image_bytes: tf.Tensor, start: int, size: int, count: int,
     return values
 
 
-def declared_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
-    """int64 width * height that a JPEG, PNG, GIF or BMP header declares (scalar tf.string),
-    read without decoding the image; -1 for bytes of another format.
+def _gif_frames(padded: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
+    """int64 [8] of a GIF of `length` bytes (scalar tf.string, zero-padded by at least 16
+    bytes past its end): the number of frames, the sum of every frame's width * height,
+    the widest and the tallest frame, then the first frame's left, top, width and height.
+    Walks the block structure (extensions and image data are skipped by their sub-block
+    lengths): a loop step per 255 bytes of image data, and nothing is decoded."""
+    def colour_table(packed):  # a colour table follows its descriptor when bit 7 is set
+        return tf.where(packed >= 128, 3 * tf.bitwise.left_shift(
+            tf.constant(1, tf.int64), packed % 8 + 1), tf.constant(0, tf.int64))
 
-    JPEG: the frame header (tf.io.extract_jpeg_shape; a JPEG without one raises when run);
-    PNG: IHDR; GIF: the logical screen; BMP: the info header (a negative height, a top-down
-    bitmap, counts by its size).
+    def step(pos, in_blocks, state):
+        # One read per step: the block's first byte, and the 9 bytes that follow it, which
+        # an image descriptor fills with left, top, width, height (LE) and its flags.
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, pos, 10), tf.uint8,
+                                       fixed_length=10), tf.int64)
+        b = raw[0]
+        descriptor = raw[1:9:2] + 256 * raw[2:9:2]  # left, top, width, height
+        image_start = tf.logical_and(tf.logical_not(in_blocks), tf.equal(b, 0x2C))
+        extension = tf.logical_and(tf.logical_not(in_blocks), tf.equal(b, 0x21))
+        next_pos = tf.where(in_blocks, pos + 1 + b, tf.where(
+            extension, pos + 2, tf.where(
+                image_start, pos + 11 + colour_table(raw[9]), length)))  # else: the end
+        first = tf.logical_and(image_start, tf.equal(state[0], 0))
+        updated = tf.stack([
+            state[0] + 1, state[1] + descriptor[2] * descriptor[3],
+            tf.maximum(state[2], descriptor[2]), tf.maximum(state[3], descriptor[3])])
+        state = tf.concat([tf.where(image_start, updated, state[:4]),
+                           tf.where(first, descriptor, state[4:])], axis=0)
+        return next_pos, tf.logical_or(tf.logical_and(in_blocks, b > 0),
+                                       tf.logical_or(extension, image_start)), state
+
+    start = 13 + colour_table(_header_ints(padded, 10, 1, 1, False)[0])
+    # Reads reach 10 bytes past `pos`, which the padding keeps inside the string.
+    _, _, state = tf.while_loop(
+        lambda pos, in_blocks, state: pos < length, step,
+        (start, tf.constant(False), tf.zeros([8], tf.int64)))
+    return state
+
+
+def header_facts(image_bytes: tf.Tensor):
+    """(declared pixels int64, decodes as stored bool) of one encoded image (scalar
+    tf.string), both read from its headers without decoding it; serving checks both before
+    it decodes anything.
+
+    Declared pixels, what decoding would produce; -1 for bytes of another format. JPEG: the
+    frame header (tf.io.extract_jpeg_shape; a JPEG without one raises when run). PNG: IHDR.
+    BMP: the info header (a negative height, a top-down bitmap, counts by its size). GIF:
+    every frame's pixels added up, and at least the widest by the tallest frame and the
+    logical screen: TF's GIF decoder reads every frame of the file (not only the first),
+    onto a canvas of the largest frame's size whatever the screen declares. Sides count at
+    most 2^31 each, so the product cannot overflow.
+
+    Decodes as stored: False for the GIF and BMP variants that TF decodes to other pixels
+    than the file holds, which ingest re-encodes to PNG instead of storing
+    (components/image_example_gen/image_probe.py measured them): a GIF whose first frame is
+    not at (0, 0), or is smaller than the screen or than a later frame; a BMP that is not
+    uncompressed 24/32-bit or 8-bit with a grey-ramp palette, or whose size is not exactly
+    what its header declares (TF ignores palettes and compression). True for every other
+    byte string: JPEGs and PNGs decode as stored, and bad bytes fail in the decoder.
     """
     head = lambda n: tf.strings.substr(image_bytes, 0, n)  # noqa: E731
+    # Zero padding: a header cut short reads as zeros instead of failing substr.
+    padded = tf.strings.join([image_bytes, tf.constant(bytes(64))])
+    length = tf.cast(tf.strings.length(image_bytes), tf.int64)
+
+    def product(values):
+        values = tf.minimum(tf.abs(values), 2 ** 31)
+        return values[0] * values[1]
 
     def jpeg():
-        shape = tf.cast(tf.io.extract_jpeg_shape(image_bytes), tf.int64)
-        return shape[0] * shape[1]
+        return product(tf.cast(tf.io.extract_jpeg_shape(image_bytes), tf.int64)), True
 
-    # Zero padding: a header cut short reads as zeros instead of failing substr.
-    padded = tf.strings.join([image_bytes, tf.constant(bytes(26))])
+    def png():
+        return product(_header_ints(padded, 16, 4, 2, True)), True
 
-    def sides(start, size, big_endian, signed=False):
-        def product():
-            values = tf.abs(_header_ints(padded, start, size, 2, big_endian, signed))
-            return values[0] * values[1]
-        return product
+    def gif():
+        screen = _header_ints(padded, 6, 2, 2, False)
+        frames = _gif_frames(padded, length)
+        declared = tf.reduce_max(tf.stack([
+            product(screen), frames[1], product(frames[2:4])]))
+        left, top, width, height = tf.unstack(frames[4:8])
+        as_stored = ((frames[0] > 0) & tf.equal(left, 0) & tf.equal(top, 0)
+                     & (width >= screen[0]) & (height >= screen[1])
+                     & tf.equal(frames[2], width) & tf.equal(frames[3], height))
+        return declared, as_stored
+
+    def bmp():
+        offset, dib = tf.unstack(_header_ints(padded, 10, 4, 2, False))
+        sides = _header_ints(padded, 18, 4, 2, False, signed=True)
+        width, height = tf.unstack(sides)
+        bits = _header_ints(padded, 28, 2, 1, False)[0]
+        compression = _header_ints(padded, 30, 4, 1, False)[0]
+        row = (bits // 8 * width + 3) // 4 * 4
+        layout = ((length >= 34) & (dib >= 40) & tf.equal(compression, 0) & (width > 0)
+                  & tf.not_equal(height, 0)
+                  & tf.equal(length, offset + row * tf.abs(height)))
+        as_stored = layout & (tf.equal(bits, 24) | tf.equal(bits, 32) | (
+            tf.equal(bits, 8) & _grey_ramp_palette(padded, length, dib)))
+        return product(sides), as_stored
+
+    def other():
+        return tf.constant(-1, tf.int64), True
     index = tf.where(is_jpeg(image_bytes), 0, tf.where(
         head(8) == b"\x89PNG\r\n\x1a\n", 1, tf.where(
             head(4) == b"GIF8", 2, tf.where(head(2) == b"BM", 3, 4))))
-    return tf.switch_case(index, [jpeg, sides(16, 4, True), sides(6, 2, False),
-                                  sides(18, 4, False, signed=True),
-                                  lambda: tf.constant(-1, tf.int64)])
+    declared, as_stored = tf.switch_case(
+        index, [lambda f=f: tuple(tf.convert_to_tensor(v) for v in f())
+                for f in (jpeg, png, gif, bmp, other)])
+    return declared, as_stored
+
+
+def declared_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
+    """int64: header_facts' declared pixels."""
+    return header_facts(image_bytes)[0]
+
+
+def decodes_as_stored(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Bool: header_facts' "decodes as stored"."""
+    return header_facts(image_bytes)[1]
+
+
+def _grey_ramp_palette(padded: tf.Tensor, length: tf.Tensor, dib: tf.Tensor) -> tf.Tensor:
+    """An 8-bit BMP's palette maps every index i to grey (i, i, i), so TF's decoder, which
+    returns the indices, returns the right pixels (Pillow's test for its mode "L")."""
+    colours = _header_ints(padded, 46, 4, 1, False)[0]
+    colours = tf.where(tf.equal(colours, 0), tf.constant(256, tf.int64), colours)
+    start = 14 + dib
+    valid = (colours > 2) & (colours <= 256) & (start + 4 * colours <= length)
+    count = tf.where(valid, colours, tf.constant(1, tf.int64))
+    start = tf.where(valid, start, tf.constant(0, tf.int64))
+    table = tf.io.decode_raw(tf.strings.substr(padded, start, 4 * count), tf.uint8,
+                             fixed_length=tf.cast(4 * count, tf.int32))
+    table = tf.reshape(tf.cast(table, tf.int64), [-1, 4])[:, :3]
+    return valid & tf.reduce_all(tf.equal(table, tf.range(count)[:, None]))
 
 
 def jpeg_ratio_index(short_side: tf.Tensor, image_size: int) -> tf.Tensor:
