@@ -272,6 +272,7 @@ def test_declared_pixels_reads_each_header_without_decoding():
              (_bmp_top_down(9, 11), 9 * 11),
              (png_declaring(20000, 20000), 20000 * 20000),  # the header is all it reads
              (png_declaring(70000, 70000), 70000 * 70000),  # beyond int32
+             (png_declaring(2 ** 32 - 1, 2 ** 32 - 1), 2 ** 62),  # sides clamped: no overflow
              (b"just text", -1), (b"", -1), (encode(_solid(5, 5), "WEBP"), -1)]
     for data, expected in cases:
         assert int(image_ops.declared_pixels(tf.constant(data))) == expected
